@@ -1,0 +1,49 @@
+"""The error hierarchy: each message names the monitor, the partition and the bad value."""
+
+from __future__ import annotations
+
+
+class TablewatchError(Exception):
+    """Base of every error tablewatch raises on purpose; the CLI prints these as one line."""
+
+
+class ConfigError(TablewatchError):
+    """monitors.yaml is missing, malformed or names something that does not exist."""
+
+
+class SourceUnavailableError(TablewatchError):
+    """The source database or table cannot be reached or read.
+
+    ``transient`` marks errors worth retrying (a server that did not answer), as opposed
+    to ones a retry cannot fix (a table that does not exist).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures a retry may cure."""
+    return bool(getattr(exc, "transient", False))
+
+
+class DataQualityError(TablewatchError):
+    """A partition cannot be used as it is (schema drift, nothing to train on)."""
+
+
+class InsufficientHistoryError(DataQualityError):
+    """Too few valid past partitions to train a model; the partition is not scored."""
+
+
+class ModelError(TablewatchError):
+    """A model artifact is missing, corrupt or does not match the monitor."""
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn``: retry a task only when it failed transiently."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # the state holds no readable result: do not guess
+        return False
+    return isinstance(exc, BaseException) and is_transient(exc)

@@ -1,0 +1,108 @@
+"""The result tables, defined once, in SQLAlchemy Core.
+
+Every row carries the monitor, the partition and the run id (and, where there is one,
+the model version), so any number in a report can be traced back to its run.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData()
+JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+
+RUN_STATUSES = ("running", "succeeded", "quarantined", "warming_up", "failed")
+
+tw_runs = sa.Table(
+    "tw_runs",
+    metadata,
+    sa.Column("run_id", sa.String(36), primary_key=True),
+    sa.Column("flow_run_id", sa.String(36)),
+    sa.Column("monitor", sa.String(63), nullable=False),
+    sa.Column("partition_date", sa.Date, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("rows_read", sa.Integer),
+    sa.Column("rows_scored", sa.Integer),
+    sa.Column("anomalies", sa.Integer),
+    sa.Column("model_version", sa.String(120)),
+    sa.Column("stage_seconds", JSON),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("error", sa.Text),
+    sa.Column("note", sa.Text),
+    sa.UniqueConstraint("monitor", "partition_date", name="uq_tw_runs_monitor_partition"),
+)
+
+tw_anomalies = sa.Table(
+    "tw_anomalies",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("monitor", sa.String(63), nullable=False),
+    sa.Column("partition_date", sa.Date, nullable=False),
+    sa.Column("row_key", sa.String(255), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("severity", sa.String(8), nullable=False),
+    sa.Column("contributions", JSON, nullable=False),
+    sa.Column("model_version", sa.String(120), nullable=False),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Index("ix_tw_anomalies_monitor_partition", "monitor", "partition_date"),
+)
+
+tw_daily_reports = sa.Table(
+    "tw_daily_reports",
+    metadata,
+    sa.Column("report_date", sa.Date, primary_key=True),
+    sa.Column("monitor", sa.String(63), primary_key=True),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Column("rows", sa.Integer),
+    sa.Column("anomalies", sa.Integer),
+    sa.Column("anomaly_rate", sa.Float),
+    sa.Column("validation_outcome", sa.String(16), nullable=False),
+    sa.Column("model_version", sa.String(120)),
+    sa.Column("rate_change_7d", sa.Float),
+    sa.Column("markdown", sa.Text, nullable=False),
+)
+
+tw_models = sa.Table(
+    "tw_models",
+    metadata,
+    sa.Column("model_version", sa.String(120), primary_key=True),
+    sa.Column("monitor", sa.String(63), nullable=False),
+    sa.Column("detector", sa.String(40), nullable=False),
+    sa.Column("params", JSON, nullable=False),
+    sa.Column("config_hash", sa.String(16), nullable=False),
+    sa.Column("trained_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("trained_for", sa.Date, nullable=False),
+    sa.Column("training_partitions", JSON, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("training_summary", JSON, nullable=False),
+    sa.Column("artifact", sa.Text, nullable=False),
+    sa.Index("ix_tw_models_monitor_trained_for", "monitor", "trained_for"),
+)
+
+tw_validations = sa.Table(
+    "tw_validations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Column("monitor", sa.String(63), nullable=False),
+    sa.Column("partition_date", sa.Date, nullable=False),
+    sa.Column("expectation", sa.String(80), nullable=False),
+    sa.Column("column_name", sa.String(255)),
+    sa.Column("severity", sa.String(8), nullable=False),
+    sa.Column("success", sa.Boolean, nullable=False),
+    sa.Column("observed_value", sa.Text),
+    sa.Column("details", JSON),
+    sa.Index("ix_tw_validations_monitor_partition", "monitor", "partition_date"),
+)
+
+PARTITION_TABLES = (tw_anomalies, tw_validations)
+"""Tables whose rows belong to one monitor-partition and are replaced on every rerun."""
+
+
+def ensure_schema(engine: sa.Engine) -> None:
+    """Create the result tables that are missing; existing ones are left as they are."""
+    metadata.create_all(engine, checkfirst=True)

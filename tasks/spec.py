@@ -1,0 +1,339 @@
+"""monitors.yaml: the typed, validated description of what to watch.
+
+Loading interpolates ``${ENV_VAR}`` (and ``${ENV_VAR:-default}``) in every string, then
+validates with pydantic; any error is re-raised as one ``ConfigError`` line that names
+the monitor, the field and the bad value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tasks.errors import ConfigError
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_MONITOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+Severity = Literal["critical", "warning"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- expectations -------------------------------------------------------------------
+class _Expectation(_Strict):
+    severity: Severity = Field(
+        default="critical",
+        description="critical failures quarantine the partition; warnings are only recorded",
+    )
+
+
+class NotNull(_Expectation):
+    expect: Literal["not_null"]
+    column: str
+    mostly: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class Between(_Expectation):
+    expect: Literal["between"]
+    column: str
+    min: float | None = None
+    max: float | None = None
+    mostly: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Between":
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        return self
+
+
+class InSet(_Expectation):
+    expect: Literal["in_set"]
+    column: str
+    values: list[Any] = Field(min_length=1)
+    mostly: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class Unique(_Expectation):
+    expect: Literal["unique"]
+    column: str
+
+
+class RowCountBetween(_Expectation):
+    expect: Literal["row_count_between"]
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "RowCountBetween":
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        return self
+
+
+ExpectationSpec = Annotated[
+    Union[NotNull, Between, InSet, Unique, RowCountBetween], Field(discriminator="expect")
+]
+
+
+# -- monitor parts ------------------------------------------------------------------
+class DetectorSpec(_Strict):
+    name: str = "autoencoder"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        import detectors
+
+        if value not in detectors.available():
+            raise ValueError(f"unknown detector {value!r}; available: {', '.join(detectors.available())}")
+        return value
+
+    @model_validator(mode="after")
+    def _params_accepted(self) -> "DetectorSpec":
+        import detectors
+
+        reserved = {"contamination"} & set(self.params)
+        if reserved:
+            raise ValueError("set contamination under 'threshold', not in detector params")
+        detectors.create(self.name, **self.params)  # raises ValueError naming the bad parameter
+        return self
+
+
+class TrainingSpec(_Strict):
+    window: int = Field(default=14, ge=1, description="valid past partitions used for training")
+    retrain_every: int = Field(default=7, ge=1, description="partitions (days) a model is used for")
+    min_partitions: int | None = Field(
+        default=None, ge=1, description="fewest valid past partitions to train on (default: min(7, window))"
+    )
+
+    @property
+    def required_partitions(self) -> int:
+        return self.min_partitions if self.min_partitions is not None else min(7, self.window)
+
+    @model_validator(mode="after")
+    def _fits_window(self) -> "TrainingSpec":
+        if self.min_partitions is not None and self.min_partitions > self.window:
+            raise ValueError(f"min_partitions {self.min_partitions} is larger than window {self.window}")
+        return self
+
+
+class ThresholdSpec(_Strict):
+    contamination: float = Field(default=0.01, gt=0.0, lt=0.5)
+
+
+class MonitorSpec(_Strict):
+    """One table to watch. ``results`` and ``models`` default to the file's global values."""
+
+    name: str
+    source: str
+    table: str
+    partition_column: str
+    key: str
+    features: list[str] | None = None
+    label: str | None = None
+    detector: DetectorSpec = Field(default_factory=DetectorSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    threshold: ThresholdSpec = Field(default_factory=ThresholdSpec)
+    expectations: list[ExpectationSpec] = Field(default_factory=list)
+    results: str | None = None
+    models: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _MONITOR_NAME.match(value):
+            raise ValueError(
+                "use letters, digits, '-' and '_' only, starting with a letter or digit (at most 63)"
+            )
+        return value
+
+    @field_validator("table", "partition_column", "key", "label")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
+            raise ValueError("must be a non-empty name without control characters")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _feature_list(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("give at least one feature, or leave it out to use every numeric column")
+            dupes = sorted({f for f in value if value.count(f) > 1})
+            if dupes:
+                raise ValueError(f"listed twice: {', '.join(dupes)}")
+        return value
+
+    @model_validator(mode="after")
+    def _roles_distinct(self) -> "MonitorSpec":
+        roles = {"key": self.key, "partition_column": self.partition_column, "label": self.label}
+        for role, column in roles.items():
+            if column is not None and self.features and column in self.features:
+                raise ValueError(f"{role} column {column!r} cannot also be a feature")
+        return self
+
+    @property
+    def results_url(self) -> str:
+        assert self.results is not None, "MonitorSpec.results is filled in by Config"
+        return self.results
+
+    @property
+    def models_dir(self) -> Path:
+        assert self.models is not None, "MonitorSpec.models is filled in by Config"
+        return Path(self.models)
+
+
+class Config(_Strict):
+    results: str = "sqlite:///tablewatch.db"
+    models: str = Field(default="tablewatch-models", description="directory for model artifacts")
+    monitors: list[MonitorSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_and_defaults(self) -> "Config":
+        names = [m.name for m in self.monitors]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"monitor names must be unique; repeated: {', '.join(dupes)}")
+        filled = [
+            m.model_copy(update={"results": m.results or self.results, "models": m.models or self.models})
+            for m in self.monitors
+        ]
+        object.__setattr__(self, "monitors", filled)
+        return self
+
+    def monitor(self, name: str) -> MonitorSpec:
+        for m in self.monitors:
+            if m.name == name:
+                return m
+        raise ConfigError(f"no monitor named {name!r}; configured: {', '.join(m.name for m in self.monitors)}")
+
+
+# -- loading ------------------------------------------------------------------------
+def interpolate_env(value: Any, where: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    if isinstance(value, dict):
+        return {k: interpolate_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            var, default = match.group(1), match.group(2)
+            if var in os.environ:
+                return os.environ[var]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where or 'config'}: environment variable {var} is not set")
+
+        return _ENV_PATTERN.sub(substitute, value)
+    return value
+
+
+def _describe_location(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
+    parts: list[str] = []
+    if len(loc) >= 2 and loc[0] == "monitors" and isinstance(loc[1], int):
+        monitors = raw.get("monitors") or []
+        name = monitors[loc[1]].get("name") if loc[1] < len(monitors) and isinstance(monitors[loc[1]], dict) else None
+        parts.append(f"monitor {name!r}" if name else f"monitor #{loc[1] + 1}")
+        loc = loc[2:]
+    # Drop the discriminator tags pydantic adds for tagged unions (e.g. 'between').
+    field = ".".join(str(p) for p in loc if not (isinstance(p, str) and p in _EXPECT_TAGS))
+    if field:
+        parts.append(f"field {field!r}")
+    return ", ".join(parts) or "top level"
+
+
+_EXPECT_TAGS = {"not_null", "between", "in_set", "unique", "row_count_between"}
+
+
+def format_validation_error(exc: ValidationError, raw: dict[str, Any], source: str) -> str:
+    messages = []
+    for err in exc.errors(include_url=False):
+        where = _describe_location(tuple(err["loc"]), raw)
+        msg = err["msg"].removeprefix("Value error, ")
+        bad = err.get("input")
+        shown = "" if isinstance(bad, (dict, list)) or err["type"] == "missing" else f" (got {bad!r})"
+        messages.append(f"{where}: {msg}{shown}")
+    return f"{source}: " + "; ".join(messages)
+
+
+def parse_config(raw: Any, source: str = "config", base_dir: Path | None = None) -> Config:
+    """Validate an already-parsed YAML tree; relative SQLite and model paths resolve from ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with 'monitors', got {type(raw).__name__}")
+    raw = interpolate_env(raw)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, raw, source)) from None
+    if base_dir is None:
+        return config
+    return _resolve_paths(config, base_dir)
+
+
+def _resolve_paths(config: Config, base_dir: Path) -> Config:
+    def url(u: str) -> str:
+        prefix = "sqlite:///"
+        if u.startswith(prefix) and not u.startswith(prefix + "/") and u != "sqlite:///:memory:":
+            return prefix + str((base_dir / u[len(prefix):]).resolve())
+        return u
+
+    def path(p: str) -> str:
+        return str((base_dir / p).resolve()) if not os.path.isabs(p) else p
+
+    monitors = [
+        m.model_copy(update={"source": url(m.source), "results": url(m.results_url), "models": path(m.models or "")})
+        for m in config.monitors
+    ]
+    return config.model_copy(update={"results": url(config.results), "models": path(config.models), "monitors": monitors})
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate monitors.yaml; relative paths in it are relative to the file."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} does not exist (create one with 'tablewatch init')") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{file}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(raw, source=str(file), base_dir=file.resolve().parent)
+
+
+def parse_date(value: str | date, what: str = "date") -> date:
+    """ISO date from the CLI or a flow parameter, with a clear error."""
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be an ISO date like 2026-01-31, got {value!r}") from None

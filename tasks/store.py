@@ -1,0 +1,176 @@
+"""Store: write one monitor-partition's results in one transaction, replacing any earlier run.
+
+``write_partition`` deletes the partition's rows from every per-partition table and
+inserts the new ones inside a single transaction, so a rerun never duplicates and a
+failure half-way leaves the previous results intact. A failed run only replaces the
+``tw_runs`` row: earlier anomalies stay until a successful rerun replaces them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.db import get_engine
+from tasks.schema import (
+    ensure_schema,
+    tw_anomalies,
+    tw_daily_reports,
+    tw_runs,
+    tw_validations,
+)
+from tasks.validate import ValidationOutcome
+
+
+@dataclass
+class RunRecord:
+    """What ``tw_runs`` holds for one monitor-partition."""
+
+    run_id: str
+    monitor: str
+    partition_date: date
+    started_at: datetime
+    flow_run_id: str | None = None
+    status: str = "running"
+    rows_read: int | None = None
+    rows_scored: int | None = None
+    anomalies: int | None = None
+    model_version: str | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    finished_at: datetime | None = None
+    error: str | None = None
+    note: str | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "flow_run_id": self.flow_run_id,
+            "monitor": self.monitor,
+            "partition_date": self.partition_date,
+            "status": self.status,
+            "rows_read": self.rows_read,
+            "rows_scored": self.rows_scored,
+            "anomalies": self.anomalies,
+            "model_version": self.model_version,
+            "stage_seconds": {k: round(v, 4) for k, v in self.stage_seconds.items()},
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+            "note": self.note,
+        }
+
+
+def prepare_results_db(url: str) -> None:
+    """Create missing result tables; called once per flow run before anything is written."""
+    ensure_schema(get_engine(url))
+
+
+def _replace_run(conn: sa.Connection, run: RunRecord) -> None:
+    conn.execute(
+        tw_runs.delete().where(tw_runs.c.monitor == run.monitor, tw_runs.c.partition_date == run.partition_date)
+    )
+    conn.execute(tw_runs.insert().values(**run.as_row()))
+
+
+def write_partition(
+    url: str,
+    run: RunRecord,
+    validation: ValidationOutcome,
+    anomalies: pd.DataFrame | None,
+    report: dict[str, Any],
+) -> None:
+    """Replace everything stored for ``run``'s monitor-partition, atomically."""
+    key = (run.monitor, run.partition_date)
+    with get_engine(url).begin() as conn:
+        for table in (tw_anomalies, tw_validations):
+            conn.execute(table.delete().where(table.c.monitor == key[0], table.c.partition_date == key[1]))
+        conn.execute(
+            tw_daily_reports.delete().where(
+                tw_daily_reports.c.monitor == key[0], tw_daily_reports.c.report_date == key[1]
+            )
+        )
+        _replace_run(conn, run)
+        if validation.results:
+            conn.execute(
+                tw_validations.insert(),
+                [
+                    {
+                        "run_id": run.run_id,
+                        "monitor": run.monitor,
+                        "partition_date": run.partition_date,
+                        "expectation": r.expectation,
+                        "column_name": r.column,
+                        "severity": r.severity,
+                        "success": r.success,
+                        "observed_value": r.observed_value,
+                        "details": r.details,
+                    }
+                    for r in validation.results
+                ],
+            )
+        if anomalies is not None and len(anomalies):
+            records = anomalies.assign(
+                monitor=run.monitor,
+                partition_date=run.partition_date,
+                model_version=run.model_version,
+                run_id=run.run_id,
+            ).to_dict("records")
+            conn.execute(tw_anomalies.insert(), records)
+        conn.execute(tw_daily_reports.insert().values(**report))
+
+
+def record_failure(url: str, run: RunRecord) -> None:
+    """Record a failed run; other tables keep whatever an earlier run wrote."""
+    with get_engine(url).begin() as conn:
+        _replace_run(conn, run)
+
+
+def finish_run(url: str, run: RunRecord) -> None:
+    """Store the final stage timings (the write stage is only known after its commit)."""
+    with get_engine(url).begin() as conn:
+        conn.execute(
+            tw_runs.update()
+            .where(tw_runs.c.run_id == run.run_id)
+            .values(stage_seconds=run.as_row()["stage_seconds"], finished_at=run.finished_at)
+        )
+
+
+def recent_reports(url: str, monitor: str, day: date, days: int = 7) -> list[dict[str, Any]]:
+    """The monitor's daily report rows for the ``days`` days before ``day``, oldest first."""
+    table = tw_daily_reports
+    stmt = (
+        sa.select(table.c.report_date, table.c.rows, table.c.anomalies, table.c.anomaly_rate, table.c.validation_outcome)
+        .where(table.c.monitor == monitor, table.c.report_date < day, table.c.report_date >= day - timedelta(days=days))
+        .order_by(table.c.report_date)
+    )
+    with get_engine(url).connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _retry_on_operational(task, task_run, state) -> bool:
+    """Retry a write only when the database itself hiccuped (locked, connection lost)."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:
+        return False
+    return isinstance(exc, sa.exc.OperationalError)
+
+
+write_partition_task = task(
+    write_partition,
+    name="write",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=_retry_on_operational,
+)
