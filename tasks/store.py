@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -26,6 +26,9 @@ from tasks.schema import (
     tw_validations,
 )
 from tasks.validate import ValidationOutcome
+
+if TYPE_CHECKING:
+    from tasks.spec import Config
 
 
 @dataclass
@@ -151,6 +154,46 @@ def recent_reports(url: str, monitor: str, day: date, days: int = 7) -> list[dic
     )
     with get_engine(url).connect() as conn:
         return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def runs_for(config: "Config", monitors: list[str], start: date, end: date) -> list[dict[str, Any]]:
+    """tw_runs rows of ``monitors`` for partitions ``start``..``end``, from each monitor's results DB."""
+    rows: list[dict[str, Any]] = []
+    for spec in config.monitors:
+        if spec.name not in monitors:
+            continue
+        engine = get_engine(spec.results_url)
+        ensure_schema(engine)
+        stmt = (
+            sa.select(tw_runs)
+            .where(tw_runs.c.monitor == spec.name, tw_runs.c.partition_date.between(start, end))
+            .order_by(tw_runs.c.partition_date)
+        )
+        with engine.connect() as conn:
+            rows += [dict(r._mapping) for r in conn.execute(stmt)]
+    return rows
+
+
+def daily_reports(config: "Config", monitors: list[str], day: date) -> tuple[list[str], date | None]:
+    """The stored report markdown of ``monitors`` for ``day``, and the latest report date if none."""
+    found: list[str] = []
+    latest: date | None = None
+    for spec in config.monitors:
+        if spec.name not in monitors:
+            continue
+        engine = get_engine(spec.results_url)
+        ensure_schema(engine)
+        t = tw_daily_reports
+        with engine.connect() as conn:
+            found += [
+                r[0]
+                for r in conn.execute(sa.select(t.c.markdown).where(t.c.monitor == spec.name, t.c.report_date == day))
+            ]
+            last = conn.execute(sa.select(sa.func.max(t.c.report_date)).where(t.c.monitor == spec.name)).scalar()
+        if last is not None:
+            last = date.fromisoformat(last) if isinstance(last, str) else last
+            latest = max(latest, last) if latest else last
+    return found, latest
 
 
 def utcnow() -> datetime:

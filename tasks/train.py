@@ -170,8 +170,7 @@ def train_model(
     needed = spec.training.required_partitions
     if len(chosen) < needed:
         raise InsufficientHistoryError(
-            f"monitor {spec.name!r}, partition {day}: {len(chosen)} valid earlier partition(s), "
-            f"training needs {needed} (training.min_partitions)"
+            f"{len(chosen)} valid earlier partition(s), training needs {needed} (training.min_partitions)"
         )
     data = pd.concat([frames[d] for d in chosen], ignore_index=True)
     excluded_labelled = 0
