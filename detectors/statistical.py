@@ -16,8 +16,11 @@ class MADDetector(Detector):
 
     Where a feature's MAD is zero (more than half the rows equal), the mean absolute
     deviation takes its place, as in the usual fallback; a constant feature scores 0
-    unless it moves. The row score is ``sqrt(mean(M_j^2))``; contributions split it in
-    proportion to ``M_j^2`` so they add up to the score.
+    unless it moves. Binary 0/1 features (one-hot categories, missing-value indicators)
+    get a scale of 1: a rare category is not a magnitude, and dividing by its tiny
+    deviation would rank every row with a 2%-frequent value above true outliers. The row
+    score is ``sqrt(mean(M_j^2))``; contributions split it in proportion to ``M_j^2`` so
+    they add up to the score.
     """
 
     name = "mad"
@@ -33,8 +36,12 @@ class MADDetector(Detector):
         mean_ad = abs_dev.mean(axis=0)
         # Scale so that M = (x - median) / scale equals the modified z-score.
         scale = np.where(mad > _EPS, mad / _MAD_CONSTANT, mean_ad / _MEAN_AD_CONSTANT)
-        self.scale_ = np.where(scale > _EPS, scale, 1.0)
-        self.training_summary_ = {"constant_features": int((scale <= _EPS).sum())}
+        binary = ((X == 0) | (X == 1)).all(axis=0)
+        self.scale_ = np.where(binary | (scale <= _EPS), 1.0, scale)
+        self.training_summary_ = {
+            "constant_features": int((scale <= _EPS).sum()),
+            "binary_features": int(binary.sum()),
+        }
 
     def _modified_z(self, X: np.ndarray) -> np.ndarray:
         return (X.astype(np.float64) - self.median_) / self.scale_

@@ -1,0 +1,71 @@
+"""Shared fixtures: one Prefect test harness per session, small real demo databases."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import flows  # noqa: F401  (telemetry off before Prefect is imported)
+from tasks.demo_data import DemoPlan, generate, write_demo_source
+
+os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+SMALL_PLAN = DemoPlan(days=12, rows_per_day=500, point_per_day=4, combination_per_day=2, shift_days=(10,), broken_day=8)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API for the whole session (~20 s to start, once)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def small_config(db: Path, detector: str = "mad", params: str = "{}") -> str:
+    return f"""\
+results: sqlite:///{db.name}
+models: models
+monitors:
+  - name: payments
+    source: sqlite:///{db.name}
+    table: payments
+    partition_column: created_at
+    key: id
+    features: [amount, items, latency_ms, payload_kb, discount_pct, channel, country]
+    detector: {{name: {detector}, params: {params}}}
+    training: {{window: 5, retrain_every: 3, min_partitions: 3}}
+    threshold: {{contamination: 0.01}}
+    expectations:
+      - {{expect: not_null, column: amount, mostly: 0.95}}
+      - {{expect: between, column: amount, min: 0, max: 100000}}
+      - {{expect: not_null, column: latency_ms, mostly: 0.9, severity: warning}}
+      - {{expect: row_count_between, min: 100}}
+"""
+
+
+def make_demo(directory: Path, plan: DemoPlan = SMALL_PLAN, **config_kw) -> tuple[Path, DemoPlan]:
+    """A demo source DB and monitors.yaml in ``directory``; returns the config path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    db = directory / "source.db"
+    payments, truth = generate(plan)
+    write_demo_source(f"sqlite:///{db}", payments, truth)
+    config = directory / "monitors.yaml"
+    config.write_text(small_config(db, **config_kw))
+    return config, plan
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path) -> tuple[Path, DemoPlan]:
+    return make_demo(tmp_path)
+
+
+def plan_days(plan: DemoPlan) -> list:
+    return [plan.start + timedelta(days=i) for i in range(plan.days)]
+
+
+__all__ = ["SMALL_PLAN", "make_demo", "plan_days", "replace"]
