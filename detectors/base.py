@@ -95,8 +95,10 @@ class Detector:
         if self.threshold_ <= 0:  # multiples of a non-positive threshold mean nothing
             out[scores > self.threshold_] = "low"
             return out
+        out[scores > self.threshold_] = "low"
         for level, multiple in SEVERITY_MULTIPLES.items():
-            out[scores > self.threshold_ * multiple] = level
+            if multiple > 1.0:
+                out[scores >= self.threshold_ * multiple] = level
         return out
 
     # -- persistence hooks (used by detectors.persistence) ----------------------------

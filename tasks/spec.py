@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
+from sqlalchemy.engine import make_url
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -237,7 +238,7 @@ def interpolate_env(value: Any, where: str = "") -> Any:
     if isinstance(value, dict):
         return {k: interpolate_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [interpolate_env(v, _item_label(where, i, v)) for i, v in enumerate(value)]
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
@@ -250,6 +251,12 @@ def interpolate_env(value: Any, where: str = "") -> Any:
 
         return _ENV_PATTERN.sub(substitute, value)
     return value
+
+
+def _item_label(where: str, index: int, item: Any) -> str:
+    if where == "monitors" and isinstance(item, dict) and isinstance(item.get("name"), str):
+        return f"monitor {item['name']!r}"
+    return f"{where}[{index}]"
 
 
 def _describe_location(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
@@ -284,7 +291,10 @@ def parse_config(raw: Any, source: str = "config", base_dir: Path | None = None)
     """Validate an already-parsed YAML tree; relative SQLite and model paths resolve from ``base_dir``."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with 'monitors', got {type(raw).__name__}")
-    raw = interpolate_env(raw)
+    try:
+        raw = interpolate_env(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
@@ -296,9 +306,13 @@ def parse_config(raw: Any, source: str = "config", base_dir: Path | None = None)
 
 def _resolve_paths(config: Config, base_dir: Path) -> Config:
     def url(u: str) -> str:
-        prefix = "sqlite:///"
-        if u.startswith(prefix) and not u.startswith(prefix + "/") and u != "sqlite:///:memory:":
-            return prefix + str((base_dir / u[len(prefix):]).resolve())
+        try:
+            parsed = make_url(u)
+        except Exception:  # not a URL: leave it for the engine to reject with its own message
+            return u
+        db = parsed.database
+        if parsed.get_backend_name() == "sqlite" and db and db != ":memory:" and not os.path.isabs(db):
+            return parsed.set(database=str((base_dir / db).resolve())).render_as_string(hide_password=False)
         return u
 
     def path(p: str) -> str:

@@ -8,6 +8,7 @@ failure half-way leaves the previous results intact. A failed run only replaces 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -118,14 +119,23 @@ def write_partition(
                 ],
             )
         if anomalies is not None and len(anomalies):
-            records = anomalies.assign(
+            frame = anomalies.assign(
                 monitor=run.monitor,
                 partition_date=run.partition_date,
                 model_version=run.model_version,
                 run_id=run.run_id,
-            ).to_dict("records")
-            conn.execute(tw_anomalies.insert(), records)
+            )
+            conn.execute(tw_anomalies.insert(), _sql_records(frame))
         conn.execute(tw_daily_reports.insert().values(**report))
+
+
+def _sql_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts with missing values as None: pandas hands out NaN, which PostgreSQL
+    would store as the float NaN (or the text 'NaN') instead of NULL."""
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+        for rec in frame.to_dict("records")
+    ]
 
 
 def record_failure(url: str, run: RunRecord) -> None:

@@ -230,6 +230,8 @@ def save_bundle(
     target: Path, version: str, monitor: str, trained_for: date, normaliser: Normaliser, detector: Detector
 ) -> Path:
     """Write normaliser + detector under a temporary name, then rename into place."""
+    if target.exists():
+        raise FileExistsError(f"refusing to overwrite existing model directory {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
