@@ -13,9 +13,7 @@ from detectors.base import Detector, NotFittedError
 from detectors.persistence import load, save
 from detectors.statistical import MADDetector
 
-_REGISTRY: dict[str, type[Detector]] = {
-    cls.name: cls for cls in (MADDetector, AutoencoderDetector)
-}
+_REGISTRY: dict[str, type[Detector]] = {cls.name: cls for cls in (MADDetector, AutoencoderDetector)}
 
 
 def available() -> list[str]:

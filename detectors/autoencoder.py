@@ -143,9 +143,7 @@ class AutoencoderDetector(Detector):
         if n_val:
             validation_data = (X[val_idx], X[val_idx])
             callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=self.patience, restore_best_weights=True
-                )
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
             )
         started = time.perf_counter()
         history = self.model_.fit(

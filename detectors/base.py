@@ -47,7 +47,7 @@ class Detector:
         return params
 
     # -- fitting --------------------------------------------------------------------
-    def fit(self, X: np.ndarray) -> "Detector":
+    def fit(self, X: np.ndarray) -> Detector:
         """Learn the detector's state from ``X`` and calibrate ``threshold_`` on it."""
         if not 0.0 < float(self.contamination) < 0.5:
             raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination!r}")
@@ -128,9 +128,7 @@ class Detector:
         if not np.isfinite(X).all():
             raise ValueError(f"{self.name}: input contains NaN or infinite values; normalise first")
         if not fitting and X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"{self.name}: fitted on {self.n_features_in_} features, got {X.shape[1]}"
-            )
+            raise ValueError(f"{self.name}: fitted on {self.n_features_in_} features, got {X.shape[1]}")
         return X
 
     def __repr__(self) -> str:

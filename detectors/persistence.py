@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 
 
-def save(detector: "Detector", path: str | os.PathLike) -> Path:
+def save(detector: Detector, path: str | os.PathLike) -> Path:
     """Write ``detector`` to the directory ``path``; fails if ``path`` already exists."""
     detector._check_fitted()
     target = Path(path)
@@ -40,7 +40,7 @@ def save(detector: "Detector", path: str | os.PathLike) -> Path:
     return target
 
 
-def write_into(detector: "Detector", directory: Path) -> None:
+def write_into(detector: Detector, directory: Path) -> None:
     """Write the detector's files into an existing directory (no atomicity of its own)."""
     config = {
         "format_version": FORMAT_VERSION,
@@ -55,7 +55,7 @@ def write_into(detector: "Detector", directory: Path) -> None:
     detector._save_extra(str(directory))
 
 
-def load(path: str | os.PathLike) -> "Detector":
+def load(path: str | os.PathLike) -> Detector:
     """Recreate a detector saved by :func:`save` through the registry."""
     from detectors import create
 

@@ -11,7 +11,6 @@ import os
 import sys
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -48,7 +47,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _day(value: Optional[str], what: str, default: date | None = None) -> date:
+def _day(value: str | None, what: str, default: date | None = None) -> date:
     from tasks.spec import parse_date
 
     if value is None:
@@ -90,7 +89,9 @@ def _run_flow(call) -> bool:
 
 @app.command()
 def demo(
-    workdir: Path = typer.Option(Path("tablewatch-demo"), "--workdir", "-w", help="Directory for the demo database, config and models."),
+    workdir: Path = typer.Option(
+        Path("tablewatch-demo"), "--workdir", "-w", help="Directory for the demo database, config and models."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs."),
 ) -> None:
     """Build a synthetic payments table with known anomalies and monitor 42 days of it."""
@@ -137,8 +138,10 @@ def init(
 @app.command()
 def run(
     config: Path = ConfigOption,
-    monitor: Optional[str] = typer.Option(None, "--monitor", "-m", help="Only this monitor (default: all)."),
-    partition: Optional[str] = typer.Option(None, "--partition", "-p", help="Partition date, YYYY-MM-DD (default: yesterday)."),
+    monitor: str | None = typer.Option(None, "--monitor", "-m", help="Only this monitor (default: all)."),
+    partition: str | None = typer.Option(
+        None, "--partition", "-p", help="Partition date, YYYY-MM-DD (default: yesterday)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs."),
 ) -> None:
     """Monitor one partition (default: yesterday) of every monitor, or of one."""
@@ -187,12 +190,12 @@ def backfill(
 @app.command()
 def report(
     config: Path = ConfigOption,
-    on: Optional[str] = typer.Option(None, "--date", "-d", help="Report date, YYYY-MM-DD (default: yesterday)."),
-    monitor: Optional[str] = typer.Option(None, "--monitor", "-m", help="Only this monitor."),
+    on: str | None = typer.Option(None, "--date", "-d", help="Report date, YYYY-MM-DD (default: yesterday)."),
+    monitor: str | None = typer.Option(None, "--monitor", "-m", help="Only this monitor."),
 ) -> None:
     """Print the daily reports stored for a date."""
-    from tasks.store import daily_reports
     from tasks.spec import load_config
+    from tasks.store import daily_reports
 
     cfg = load_config(config)
     names = [cfg.monitor(monitor).name] if monitor else [m.name for m in cfg.monitors]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable
 
 import sqlalchemy as sa
 
@@ -52,7 +52,9 @@ def accuracy(url: str, monitor: str = MONITOR) -> tuple[list[tuple[str, int, int
     return recall, int(flagged or 0), int(hits or 0)
 
 
-def run_demo(workdir: Path, progress: Callable[[str], None] = lambda _: None, plan: DemoPlan = DemoPlan()) -> DemoResult:
+def run_demo(
+    workdir: Path, progress: Callable[[str], None] = lambda _: None, plan: DemoPlan = DemoPlan()
+) -> DemoResult:
     """Write the demo database and config into ``workdir``, backfill every partition, measure."""
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import Iterator
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -55,7 +55,14 @@ def _stage(run: RunRecord, name: str) -> Iterator[None]:
 
 def _summary(run: RunRecord) -> RunSummary:
     return RunSummary(
-        run.monitor, run.partition_date, run.status, run.run_id, run.rows_read, run.anomalies, run.model_version, run.error
+        run.monitor,
+        run.partition_date,
+        run.status,
+        run.run_id,
+        run.rows_read,
+        run.anomalies,
+        run.model_version,
+        run.error,
     )
 
 
@@ -110,7 +117,10 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
 
         with _stage(run, "report"):
             report = build_report(
-                run, validation, anomalies, recent_reports(monitor.results_url, monitor.name, partition_date),
+                run,
+                validation,
+                anomalies,
+                recent_reports(monitor.results_url, monitor.name, partition_date),
                 training_note,
             )
         run.finished_at = utcnow()
@@ -120,7 +130,12 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
         publish_report_task(report)
         logger.info(
             "%s %s: %s, %s rows, %s anomalies, model %s",
-            monitor.name, partition_date, run.status, run.rows_read, run.anomalies, run.model_version,
+            monitor.name,
+            partition_date,
+            run.status,
+            run.rows_read,
+            run.anomalies,
+            run.model_version,
         )
         return _summary(run)
     except Exception as exc:

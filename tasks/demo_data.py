@@ -30,7 +30,9 @@ COUNTRIES = {"DE": 0.35, "FR": 0.2, "GB": 0.2, "NL": 0.15, "US": 0.1}
 COUNTRY_PRICE = {"DE": 1.0, "FR": 0.95, "GB": 1.1, "NL": 1.0, "US": 1.25}
 CHANNEL_LATENCY = {"web": 120.0, "app": 90.0, "pos": 60.0}
 # Share of a day's traffic per hour: quiet nights, a lunchtime and an evening peak.
-HOUR_PROFILE = np.array([1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 4, 4.5, 5, 4.5, 4, 4, 4.5, 5, 6, 6.5, 5.5, 4, 2.5, 1.5])
+HOUR_PROFILE = np.array(
+    [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 4, 4.5, 5, 4.5, 4, 4, 4.5, 5, 6, 6.5, 5.5, 4, 2.5, 1.5]
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def _normal_day(rng: np.random.Generator, day: date, n: int, weekend: bool) -> p
     hours = rng.choice(24, size=n, p=HOUR_PROFILE / HOUR_PROFILE.sum())
     seconds = rng.integers(0, 3600, size=n)
     start = datetime(day.year, day.month, day.day)
-    created = [start + timedelta(hours=int(h), seconds=int(s)) for h, s in zip(hours, seconds)]
+    created = [start + timedelta(hours=int(h), seconds=int(s)) for h, s in zip(hours, seconds, strict=True)]
     channel = rng.choice(list(CHANNELS), size=n, p=list(CHANNELS.values()))
     country = rng.choice(list(COUNTRIES), size=n, p=list(COUNTRIES.values()))
     items = 1 + rng.poisson(np.where(channel == "pos", 1.0, 2.0 + 0.5 * weekend))

@@ -24,8 +24,10 @@ class SourceUnavailableError(TablewatchError):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures a retry may cure."""
-    return bool(getattr(exc, "transient", False))
+    """True for failures a retry may cure: marked transient, or the database hiccuped (locked, connection lost)."""
+    from sqlalchemy.exc import OperationalError
+
+    return bool(getattr(exc, "transient", False)) or isinstance(exc, OperationalError)
 
 
 class DataQualityError(TablewatchError):

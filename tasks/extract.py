@@ -177,7 +177,9 @@ def list_partitions(spec: MonitorSpec, before: date, source: SourceSchema | None
     return days
 
 
-def extract_partitions(spec: MonitorSpec, days: list[date], source: SourceSchema | None = None) -> dict[date, pd.DataFrame]:
+def extract_partitions(
+    spec: MonitorSpec, days: list[date], source: SourceSchema | None = None
+) -> dict[date, pd.DataFrame]:
     """Several partitions in one query over their range, split by day."""
     if not days:
         return {}
@@ -217,4 +219,3 @@ extract_task = task(
     retry_delay_seconds=[2, 10],
     retry_condition_fn=retry_if_transient,
 )
-

@@ -40,7 +40,7 @@ class Normaliser:
     features_: list[str] = field(default_factory=list)
 
     # -- fitting --------------------------------------------------------------------
-    def fit(self, frame: pd.DataFrame, features: list[str]) -> "Normaliser":
+    def fit(self, frame: pd.DataFrame, features: list[str]) -> Normaliser:
         missing = [f for f in features if f not in frame.columns]
         if missing:
             raise DataQualityError(f"training data lacks feature columns: {', '.join(missing)}")
@@ -129,7 +129,7 @@ class Normaliser:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Normaliser":
+    def from_dict(cls, data: dict[str, Any]) -> Normaliser:
         return cls(
             clip=float(data["clip"]),
             max_categories=int(data["max_categories"]),
@@ -176,4 +176,3 @@ def normalise_partition(frame: pd.DataFrame, normaliser: Normaliser) -> np.ndarr
 
 
 normalise_task = task(normalise_partition, name="normalise", cache_policy=NO_CACHE)
-

@@ -7,7 +7,6 @@ so what the UI shows and what SQL returns never disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import pandas as pd

@@ -68,7 +68,11 @@ def explain_rows(rows: pd.DataFrame, per_column: np.ndarray, groups: list[str]) 
         order = np.argsort(-shares[r], kind="stable")[:TOP_FEATURES]
         out.append(
             [
-                {"feature": features[j], "share": round(float(shares[r, j]), 4), "value": _json_value(rows.iloc[r][features[j]])}
+                {
+                    "feature": features[j],
+                    "share": round(float(shares[r, j]), 4),
+                    "value": _json_value(rows.iloc[r][features[j]]),
+                }
                 for j in order
                 if shares[r, j] > 0
             ]
@@ -97,4 +101,3 @@ def _json_value(value: Any) -> Any:
 
 # -- Prefect wrapper -------------------------------------------------------------------
 score_task = task(score_partition, name="score", cache_policy=NO_CACHE)
-

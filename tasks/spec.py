@@ -11,10 +11,9 @@ import os
 import re
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from sqlalchemy.engine import make_url
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
 
 from tasks.errors import ConfigError
 
@@ -58,7 +58,7 @@ class Between(_Expectation):
     mostly: float = Field(default=1.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
-    def _bounds(self) -> "Between":
+    def _bounds(self) -> Between:
         if self.min is None and self.max is None:
             raise ValueError("give min, max or both")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -84,7 +84,7 @@ class RowCountBetween(_Expectation):
     max: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
-    def _bounds(self) -> "RowCountBetween":
+    def _bounds(self) -> RowCountBetween:
         if self.min is None and self.max is None:
             raise ValueError("give min, max or both")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -92,9 +92,7 @@ class RowCountBetween(_Expectation):
         return self
 
 
-ExpectationSpec = Annotated[
-    Union[NotNull, Between, InSet, Unique, RowCountBetween], Field(discriminator="expect")
-]
+ExpectationSpec = Annotated[NotNull | Between | InSet | Unique | RowCountBetween, Field(discriminator="expect")]
 
 
 # -- monitor parts ------------------------------------------------------------------
@@ -112,7 +110,7 @@ class DetectorSpec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _params_accepted(self) -> "DetectorSpec":
+    def _params_accepted(self) -> DetectorSpec:
         import detectors
 
         reserved = {"contamination"} & set(self.params)
@@ -134,7 +132,7 @@ class TrainingSpec(_Strict):
         return self.min_partitions if self.min_partitions is not None else min(7, self.window)
 
     @model_validator(mode="after")
-    def _fits_window(self) -> "TrainingSpec":
+    def _fits_window(self) -> TrainingSpec:
         if self.min_partitions is not None and self.min_partitions > self.window:
             raise ValueError(f"min_partitions {self.min_partitions} is larger than window {self.window}")
         return self
@@ -165,9 +163,7 @@ class MonitorSpec(_Strict):
     @classmethod
     def _slug(cls, value: str) -> str:
         if not _MONITOR_NAME.match(value):
-            raise ValueError(
-                "use letters, digits, '-' and '_' only, starting with a letter or digit (at most 63)"
-            )
+            raise ValueError("use letters, digits, '-' and '_' only, starting with a letter or digit (at most 63)")
         return value
 
     @field_validator("table", "partition_column", "key", "label")
@@ -189,7 +185,7 @@ class MonitorSpec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _roles_distinct(self) -> "MonitorSpec":
+    def _roles_distinct(self) -> MonitorSpec:
         roles = {"key": self.key, "partition_column": self.partition_column, "label": self.label}
         for role, column in roles.items():
             if column is not None and self.features and column in self.features:
@@ -213,7 +209,7 @@ class Config(_Strict):
     monitors: list[MonitorSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_and_defaults(self) -> "Config":
+    def _unique_and_defaults(self) -> Config:
         names = [m.name for m in self.monitors]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -322,7 +318,9 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         m.model_copy(update={"source": url(m.source), "results": url(m.results_url), "models": path(m.models or "")})
         for m in config.monitors
     ]
-    return config.model_copy(update={"results": url(config.results), "models": path(config.models), "monitors": monitors})
+    return config.model_copy(
+        update={"results": url(config.results), "models": path(config.models), "monitors": monitors}
+    )
 
 
 def load_config(path: str | os.PathLike) -> Config:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -19,6 +19,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.db import get_engine
+from tasks.errors import retry_if_transient
 from tasks.schema import (
     ensure_schema,
     tw_anomalies,
@@ -158,7 +159,9 @@ def recent_reports(url: str, monitor: str, day: date, days: int = 7) -> list[dic
     """The monitor's daily report rows for the ``days`` days before ``day``, oldest first."""
     table = tw_daily_reports
     stmt = (
-        sa.select(table.c.report_date, table.c.rows, table.c.anomalies, table.c.anomaly_rate, table.c.validation_outcome)
+        sa.select(
+            table.c.report_date, table.c.rows, table.c.anomalies, table.c.anomaly_rate, table.c.validation_outcome
+        )
         .where(table.c.monitor == monitor, table.c.report_date < day, table.c.report_date >= day - timedelta(days=days))
         .order_by(table.c.report_date)
     )
@@ -166,7 +169,7 @@ def recent_reports(url: str, monitor: str, day: date, days: int = 7) -> list[dic
         return [dict(r._mapping) for r in conn.execute(stmt)]
 
 
-def runs_for(config: "Config", monitors: list[str], start: date, end: date) -> list[dict[str, Any]]:
+def runs_for(config: Config, monitors: list[str], start: date, end: date) -> list[dict[str, Any]]:
     """tw_runs rows of ``monitors`` for partitions ``start``..``end``, from each monitor's results DB."""
     rows: list[dict[str, Any]] = []
     for spec in config.monitors:
@@ -184,7 +187,7 @@ def runs_for(config: "Config", monitors: list[str], start: date, end: date) -> l
     return rows
 
 
-def daily_reports(config: "Config", monitors: list[str], day: date) -> tuple[list[str], date | None]:
+def daily_reports(config: Config, monitors: list[str], day: date) -> tuple[list[str], date | None]:
     """The stored report markdown of ``monitors`` for ``day``, and the latest report date if none."""
     found: list[str] = []
     latest: date | None = None
@@ -207,16 +210,7 @@ def daily_reports(config: "Config", monitors: list[str], day: date) -> tuple[lis
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _retry_on_operational(task, task_run, state) -> bool:
-    """Retry a write only when the database itself hiccuped (locked, connection lost)."""
-    try:
-        exc = state.result(raise_on_failure=False)
-    except Exception:
-        return False
-    return isinstance(exc, sa.exc.OperationalError)
+    return datetime.now(UTC)
 
 
 write_partition_task = task(
@@ -225,5 +219,5 @@ write_partition_task = task(
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[1, 5],
-    retry_condition_fn=_retry_on_operational,
+    retry_condition_fn=retry_if_transient,
 )

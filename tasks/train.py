@@ -17,10 +17,11 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -200,7 +201,7 @@ def train_model(
         "detector": spec.detector.name,
         "params": detector.get_params(),
         "config_hash": config_hash(spec),
-        "trained_at": datetime.now(timezone.utc),
+        "trained_at": datetime.now(UTC),
         "trained_for": day,
         "training_partitions": [d.isoformat() for d in chosen],
         "rows": int(matrix.shape[0]),
@@ -265,4 +266,3 @@ def load_bundle(path: Path) -> Model:
 
 # -- Prefect wrapper -------------------------------------------------------------------
 train_or_load_task = task(train_or_load, name="train-or-load", cache_policy=NO_CACHE)
-

@@ -167,4 +167,3 @@ def _jsonable_text(value: Any) -> str:
 
 # -- Prefect wrapper -------------------------------------------------------------------
 validate_task = task(validate_partition, name="validate", cache_policy=NO_CACHE)
-

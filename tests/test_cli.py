@@ -6,14 +6,16 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import make_demo
 
 
 def tablewatch(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", "from flows.cli import main; main()", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
     )
 
 
@@ -30,7 +32,20 @@ def test_help_lists_every_command():
         (["run", "--config", "missing.yaml"], "does not exist"),
         (["report", "--config", "monitors.yaml", "--date", "2026-13-01"], "ISO date"),
         (["run", "--config", "monitors.yaml", "--monitor", "nope"], "no monitor named 'nope'"),
-        (["backfill", "--config", "monitors.yaml", "--monitor", "payments", "--start", "2026-10-05", "--end", "2026-10-01"], "before"),
+        (
+            [
+                "backfill",
+                "--config",
+                "monitors.yaml",
+                "--monitor",
+                "payments",
+                "--start",
+                "2026-10-05",
+                "--end",
+                "2026-10-01",
+            ],
+            "before",
+        ),
     ],
 )
 def test_user_errors_exit_2_with_one_line(tmp_path, args, message):

@@ -27,4 +27,6 @@ def test_demo_meets_its_accuracy_targets_and_stores_everything(tmp_path):
         assert failed >= 1
         assert conn.execute("SELECT COUNT(*) FROM tw_daily_reports").fetchone()[0] == 42
         assert conn.execute("SELECT COUNT(*) FROM tw_models").fetchone()[0] >= 4
-        assert conn.execute("SELECT COUNT(*) FROM tw_anomalies WHERE contributions LIKE '%feature%'").fetchone()[0] > 100
+        assert (
+            conn.execute("SELECT COUNT(*) FROM tw_anomalies WHERE contributions LIKE '%feature%'").fetchone()[0] > 100
+        )

@@ -8,11 +8,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import make_demo
 from typer.testing import CliRunner
 
-from conftest import make_demo
-from flows.daily import backfill, daily_monitoring
 from flows.cli import app
+from flows.daily import backfill, daily_monitoring
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -24,7 +24,9 @@ def partition_counts(db: Path, day) -> dict[str, int]:
         out = {}
         for table in TABLES:
             column = "report_date" if table == "tw_daily_reports" else "partition_date"
-            out[table] = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (day.isoformat(),)).fetchone()[0]
+            out[table] = conn.execute(
+                f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (day.isoformat(),)
+            ).fetchone()[0]
         out["tw_models"] = conn.execute("SELECT COUNT(*) FROM tw_models").fetchone()[0]
     return out
 
@@ -101,7 +103,7 @@ def test_anomalies_carry_scores_severity_and_feature_contributions(backfilled):
 
 def test_point_outliers_are_found(backfilled):
     _, _, db = backfilled
-    (injected, found), = query(
+    ((injected, found),) = query(
         db,
         """SELECT COUNT(*), SUM(a.row_key IS NOT NULL)
            FROM demo_ground_truth g
@@ -158,5 +160,5 @@ def test_a_failing_monitor_is_recorded_as_failed(tmp_path):
     config.write_text(text)
     state = daily_monitoring(str(config), plan.end, return_state=True)
     assert state.is_failed()
-    (status, error), = query(tmp_path / "source.db", "SELECT status, error FROM tw_runs")
+    ((status, error),) = query(tmp_path / "source.db", "SELECT status, error FROM tw_runs")
     assert status == "failed" and "no_such_table" in error

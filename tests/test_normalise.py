@@ -178,7 +178,7 @@ def test_output_columns_and_groups_match_matrix_width(mixed_train: pd.DataFrame)
     assert len(set(normaliser.output_columns)) == out.shape[1]
     # Groups name the source feature of every column, in feature order.
     assert list(dict.fromkeys(normaliser.groups)) == MIXED_FEATURES
-    for name, group in zip(normaliser.output_columns, normaliser.groups):
+    for name, group in zip(normaliser.output_columns, normaliser.groups, strict=True):
         assert name.startswith(group)
     assert "ignored" not in normaliser.groups
     # Booleans are numeric (value + indicator); strings are one-hot.

@@ -160,9 +160,7 @@ def test_unknown_detector_parameter() -> None:
 
 
 def test_contamination_belongs_under_threshold() -> None:
-    message = config_error(
-        config(monitor("payments", detector={"name": "mad", "params": {"contamination": 0.1}}))
-    )
+    message = config_error(config(monitor("payments", detector={"name": "mad", "params": {"contamination": 0.1}})))
     assert "contamination" in message and "threshold" in message
 
 
@@ -355,9 +353,7 @@ def test_relative_sqlite_urls_resolve_from_the_config_directory(tmp_path: Path) 
     assert server.models == str(root / "models")
 
 
-def test_relative_paths_do_not_depend_on_the_working_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_relative_paths_do_not_depend_on_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = write(
         tmp_path / "cfg" / "monitors.yaml",
         """\

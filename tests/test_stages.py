@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 
 import pandas as pd
 import pytest
@@ -16,7 +16,7 @@ from tasks.report import build_report
 from tasks.schema import ensure_schema, tw_anomalies, tw_runs, tw_validations
 from tasks.spec import MonitorSpec, parse_config
 from tasks.store import RunRecord, write_partition
-from tasks.train import retrain_reason, save_bundle, config_hash
+from tasks.train import config_hash, retrain_reason, save_bundle
 from tasks.validate import ValidationOutcome, validate_partition
 
 PG_URL = os.environ.get("TABLEWATCH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -50,7 +50,8 @@ def events_db(tmp_path):
     engine = sa.create_engine(url)
     meta = sa.MetaData()
     table = sa.Table(
-        "events", meta,
+        "events",
+        meta,
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("ts", sa.DateTime),
         sa.Column("value", sa.Float),
@@ -116,7 +117,7 @@ def _run(day: date, status: str = "succeeded") -> RunRecord:
         run_id=str(uuid.uuid4()),
         monitor="events",
         partition_date=day,
-        started_at=datetime.now(timezone.utc),
+        started_at=datetime.now(UTC),
         status=status,
         rows_read=2,
         rows_scored=2,
@@ -222,6 +223,6 @@ def test_save_bundle_leaves_nothing_behind_when_saving_fails(tmp_path):
     with pytest.raises(FileExistsError):
         save_bundle(target, "v1", "events", date(2026, 1, 1), norm, detector)
     unfitted = detectors.create("mad")
-    with pytest.raises(Exception):
+    with pytest.raises(detectors.NotFittedError):
         save_bundle(tmp_path / "models" / "v2", "v2", "events", date(2026, 1, 1), norm, unfitted)
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["v1"]
