@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -57,15 +55,3 @@ def make_demo(directory: Path, plan: DemoPlan = SMALL_PLAN, **config_kw) -> tupl
     config = directory / "monitors.yaml"
     config.write_text(small_config(db, **config_kw))
     return config, plan
-
-
-@pytest.fixture
-def demo_dir(tmp_path: Path) -> tuple[Path, DemoPlan]:
-    return make_demo(tmp_path)
-
-
-def plan_days(plan: DemoPlan) -> list:
-    return [plan.start + timedelta(days=i) for i in range(plan.days)]
-
-
-__all__ = ["SMALL_PLAN", "make_demo", "plan_days", "replace"]
