@@ -3,57 +3,39 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
+import keras
 import numpy as np
 
 from detectors.base import Detector
+from detectors.training import GradNormTrainer, fit_monitored, monitor_params, validation_split
 
 _CHUNK = 65536
 
 
-def _keras():
-    """Import Keras lazily: TensorFlow costs seconds and most commands never need it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+@keras.saving.register_keras_serializable(package="tablewatch")
+class BoundedOutput(keras.layers.Layer):
+    """Squashes each output into ``[low, high]``, the range the training data covers.
 
-    _register_layers(keras)
-    return keras
+    A reconstruction can then never follow an input far outside the normal range, so
+    extreme values always leave a large error, even when the training window itself
+    held a few of them (an unbounded decoder learns to copy them).
+    """
 
+    def __init__(self, low, high, **kwargs):
+        super().__init__(**kwargs)
+        self.low = [float(v) for v in low]
+        self.high = [float(v) for v in high]
 
-_LAYERS: dict[str, type] = {}
+    def call(self, inputs):
+        ops = keras.ops
+        low = ops.convert_to_tensor(self.low, dtype=inputs.dtype)
+        high = ops.convert_to_tensor(self.high, dtype=inputs.dtype)
+        return low + (high - low) * ops.sigmoid(inputs)
 
-
-def _register_layers(keras) -> None:
-    """Define the custom layers once, registered so saved models reload without help."""
-    if _LAYERS:
-        return
-
-    @keras.saving.register_keras_serializable(package="tablewatch")
-    class BoundedOutput(keras.layers.Layer):
-        """Squashes each output into ``[low, high]``, the range the training data covers.
-
-        A reconstruction can then never follow an input far outside the normal range, so
-        extreme values always leave a large error, even when the training window itself
-        held a few of them (an unbounded decoder learns to copy them).
-        """
-
-        def __init__(self, low, high, **kwargs):
-            super().__init__(**kwargs)
-            self.low = [float(v) for v in low]
-            self.high = [float(v) for v in high]
-
-        def call(self, inputs):
-            ops = keras.ops
-            low = ops.convert_to_tensor(self.low, dtype=inputs.dtype)
-            high = ops.convert_to_tensor(self.high, dtype=inputs.dtype)
-            return low + (high - low) * ops.sigmoid(inputs)
-
-        def get_config(self):
-            return {**super().get_config(), "low": self.low, "high": self.high}
-
-    _LAYERS["BoundedOutput"] = BoundedOutput
+    def get_config(self):
+        return {**super().get_config(), "low": self.low, "high": self.high}
 
 
 def output_bounds(X: np.ndarray, quantile: float = 0.001, margin: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -70,8 +52,10 @@ class AutoencoderDetector(Detector):
     """Encoder/decoder of dense layers trained on mean squared reconstruction error.
 
     Contributions are the per-feature squared errors divided by the feature count, so they
-    add up to the row score (the mean squared error). Training stops early on a held-out
-    validation split and restores the best weights.
+    add up to the row score (the mean squared error). Training runs under the training
+    monitor (:mod:`detectors.training`) on a held-out validation split: it stops on
+    overfitting, exploding gradients or no improvement and restores the best weights.
+    ``monitor`` takes :class:`~detectors.training.HealthTracker` settings.
     """
 
     name = "autoencoder"
@@ -87,10 +71,10 @@ class AutoencoderDetector(Detector):
         validation_split: float = 0.1,
         patience: int = 4,
         dropout: float = 0.0,
-        contamination: float = 0.01,
-        random_state: int = 0,
+        monitor: dict[str, Any] | None = None,
+        **base: Any,
     ) -> None:
-        super().__init__(contamination=contamination, random_state=random_state)
+        super().__init__(**base)
         self.hidden = list(hidden) if hidden is not None else None
         self.latent = latent
         self.epochs = epochs
@@ -99,14 +83,14 @@ class AutoencoderDetector(Detector):
         self.validation_split = validation_split
         self.patience = patience
         self.dropout = dropout
+        self.monitor = dict(monitor) if monitor else None
 
     def _architecture(self, d: int) -> tuple[list[int], int]:
         hidden = self.hidden if self.hidden is not None else [max(8, min(128, 2 * d))]
         latent = self.latent if self.latent is not None else max(2, min(32, d // 3))
         return [int(h) for h in hidden], int(latent)
 
-    def _build(self, d: int, low: np.ndarray, high: np.ndarray):
-        keras = _keras()
+    def _build(self, d: int, low: np.ndarray, high: np.ndarray) -> keras.Model:
         hidden, latent = self._architecture(d)
         inputs = keras.Input(shape=(d,), name="features")
         x = inputs
@@ -122,60 +106,34 @@ class AutoencoderDetector(Detector):
         for i, units in enumerate(reversed(hidden)):
             y = keras.layers.Dense(units, activation="relu", name=f"dec_dense_{i}")(y)
         logits = keras.layers.Dense(d, name="reconstruction_logits")(y)
-        outputs = _LAYERS["BoundedOutput"](low, high, name="reconstruction")(logits)
+        outputs = BoundedOutput(low, high, name="reconstruction")(logits)
         decoder = keras.Model(code_in, outputs, name="decoder")
-
-        model = keras.Model(inputs, decoder(encoder(inputs)), name="autoencoder")
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse")
-        return model
+        return keras.Model(inputs, decoder(encoder(inputs)), name="autoencoder")
 
     def _fit(self, X: np.ndarray) -> None:
-        keras = _keras()
         keras.utils.set_random_seed(int(self.random_state))
-        n, d = X.shape
-        rng = np.random.default_rng(self.random_state)
-        order = rng.permutation(n)
-        n_val = int(round(n * self.validation_split)) if n >= 20 else 0
-        val_idx, train_idx = order[:n_val], order[n_val:]
-        self.model_ = self._build(d, *output_bounds(X[train_idx]))
-        callbacks = []
-        validation_data = None
-        if n_val:
-            validation_data = (X[val_idx], X[val_idx])
-            callbacks.append(
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
-            )
-        started = time.perf_counter()
-        history = self.model_.fit(
+        tracker = monitor_params({"patience": int(self.patience), **(self.monitor or {})})
+        train_idx, val_idx = validation_split(len(X), self.validation_split, int(self.random_state))
+        self.model_ = self._build(X.shape[1], *output_bounds(X[train_idx]))
+        trainer = GradNormTrainer(self.model_)
+        trainer.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse")
+        self.training_summary_ = fit_monitored(
+            trainer,
             X[train_idx],
             X[train_idx],
-            validation_data=validation_data,
-            epochs=int(self.epochs),
-            batch_size=int(self.batch_size),
-            shuffle=True,
-            callbacks=callbacks,
-            verbose=0,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            validation=(X[val_idx], X[val_idx]),
+            tracker=tracker,
         )
-        losses = history.history
-        epochs_run = len(losses.get("loss", []))
-        summary: dict[str, Any] = {
-            "epochs_run": epochs_run,
-            "stop_reason": "early_stopping" if epochs_run < int(self.epochs) else "max_epochs",
-            "final_train_loss": float(losses["loss"][-1]) if epochs_run else None,
-            "fit_seconds": round(time.perf_counter() - started, 3),
-        }
-        if "val_loss" in losses:
-            summary["best_val_loss"] = float(np.min(losses["val_loss"]))
-            summary["final_val_loss"] = float(losses["val_loss"][-1])
-        self.training_summary_ = summary
 
     def _reconstruct(self, X: np.ndarray) -> np.ndarray:
-        # Direct calls in fixed-size chunks: Model.predict retraces for every new input shape.
-        chunks = [
-            np.asarray(self.model_(X[i : i + _CHUNK], training=False), dtype=np.float64)
-            for i in range(0, len(X), _CHUNK)
-        ]
-        return np.vstack(chunks) if chunks else np.zeros((0, X.shape[1]))
+        return run_chunked(self.model_, X)
+
+    def encode(self, X: np.ndarray) -> np.ndarray:
+        """Latent codes of ``X`` (used by ``latent_knn``)."""
+        self._check_fitted(calibrated=False)
+        return run_chunked(self.model_.get_layer("encoder"), self._check_array(X))
 
     def _feature_scores(self, X: np.ndarray) -> np.ndarray:
         err = (X.astype(np.float64) - self._reconstruct(X)) ** 2
@@ -185,5 +143,10 @@ class AutoencoderDetector(Detector):
         self.model_.save(os.path.join(directory, "model.keras"))
 
     def _load_extra(self, directory: str) -> None:
-        keras = _keras()
         self.model_ = keras.models.load_model(os.path.join(directory, "model.keras"), compile=False)
+
+
+def run_chunked(model: keras.Model, X: np.ndarray) -> np.ndarray:
+    """Call ``model`` on fixed-size chunks: ``Model.predict`` retraces for every new input shape."""
+    chunks = [np.asarray(model(X[i : i + _CHUNK], training=False), dtype=np.float64) for i in range(0, len(X), _CHUNK)]
+    return np.vstack(chunks) if chunks else np.zeros((0, int(model.outputs[0].shape[-1])))

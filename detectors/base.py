@@ -15,6 +15,9 @@ import numpy as np
 SEVERITY_MULTIPLES: dict[str, float] = {"low": 1.0, "medium": 1.5, "high": 3.0}
 """A flagged row's severity is the highest level whose multiple of the threshold it reaches."""
 
+THRESHOLD_METHODS = ("quantile", "robust_z")
+_MAD_TO_SIGMA = 1.4826  # 1 / 0.6745: the MAD of a normal sample times this is its sigma
+
 
 class NotFittedError(RuntimeError):
     """Raised when a detector is used before ``fit``."""
@@ -29,9 +32,22 @@ class Detector:
     """
 
     name: ClassVar[str] = "base"
+    supervised: ClassVar[bool] = False
+    """Supervised families need labels ``y`` in ``fit``; the others ignore them."""
 
-    def __init__(self, *, contamination: float = 0.01, random_state: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        contamination: float = 0.01,
+        threshold_method: str = "quantile",
+        threshold_z: float = 3.5,
+        severity_multiples: dict[str, float] | None = None,
+        random_state: int = 0,
+    ) -> None:
         self.contamination = contamination
+        self.threshold_method = threshold_method
+        self.threshold_z = threshold_z
+        self.severity_multiples = dict(severity_multiples) if severity_multiples else None
         self.random_state = random_state
 
     # -- parameters -----------------------------------------------------------------
@@ -47,18 +63,20 @@ class Detector:
         return params
 
     # -- fitting --------------------------------------------------------------------
-    def fit(self, X: np.ndarray) -> Detector:
-        """Learn the detector's state from ``X`` and calibrate ``threshold_`` on it."""
-        if not 0.0 < float(self.contamination) < 0.5:
-            raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination!r}")
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> Detector:
+        """Learn the detector's state from ``X`` (and labels ``y`` if supervised); calibrate the threshold."""
+        self._check_settings()
         X = self._check_array(X, fitting=True)
         if X.shape[0] < 2:
             raise ValueError(f"{self.name}: need at least 2 training rows, got {X.shape[0]}")
         self.training_summary_: dict[str, Any] = {}
-        self._fit(X)
+        if self.supervised:
+            self._fit_supervised(X, self._check_labels(y, len(X)))
+        else:
+            self._fit(X)
         self.n_features_in_ = X.shape[1]
         train_scores = self.score(X)
-        self.threshold_ = float(np.quantile(train_scores, 1.0 - float(self.contamination)))
+        self.threshold_ = self._calibrate(train_scores)
         self.training_summary_.setdefault("train_rows", int(X.shape[0]))
         self.training_summary_["train_score_quantiles"] = {
             q: float(np.quantile(train_scores, float(q))) for q in ("0.5", "0.9", "0.99")
@@ -67,6 +85,51 @@ class Detector:
 
     def _fit(self, X: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _fit_supervised(self, X: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_settings(self) -> None:
+        if not 0.0 < float(self.contamination) < 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination!r}")
+        if self.threshold_method not in THRESHOLD_METHODS:
+            raise ValueError(
+                f"threshold_method must be one of {', '.join(THRESHOLD_METHODS)}, got {self.threshold_method!r}"
+            )
+        if not float(self.threshold_z) > 0:
+            raise ValueError(f"threshold_z must be positive, got {self.threshold_z!r}")
+        multiples = self.multiples()
+        if (
+            not set(multiples) <= set(SEVERITY_MULTIPLES)
+            or multiples.get("low") != 1.0
+            or any(not m >= 1.0 for m in multiples.values())
+        ):
+            raise ValueError(
+                f"severity_multiples takes low (= 1.0), medium and high, each >= 1; got {self.severity_multiples}"
+            )
+
+    def _check_labels(self, y: np.ndarray | None, n: int) -> np.ndarray:
+        if y is None:
+            raise ValueError(f"{self.name}: a supervised detector needs labels; set the monitor's label column")
+        y = np.asarray(y)
+        if y.shape != (n,):
+            raise ValueError(f"{self.name}: expected {n} labels, got shape {y.shape}")
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError(f"{self.name}: labels must be 0 (normal) or 1 (anomaly), got {np.unique(y)[:5].tolist()}")
+        if len(np.unique(y)) < 2:
+            raise ValueError(f"{self.name}: labels hold only class {int(y[0])}; need both normal (0) and anomaly (1)")
+        return y.astype(np.int8)
+
+    def _calibrate(self, train_scores: np.ndarray) -> float:
+        """The threshold from training scores: their (1 - contamination) quantile or a robust z above the median."""
+        if self.threshold_method == "robust_z":
+            median = float(np.median(train_scores))
+            spread = _MAD_TO_SIGMA * float(np.median(np.abs(train_scores - median)))
+            if spread <= 0:  # more than half the scores tie: fall back on the interquartile range
+                q1, q3 = np.quantile(train_scores, [0.25, 0.75])
+                spread = float(q3 - q1) / 1.349
+            return median + float(self.threshold_z) * spread
+        return float(np.quantile(train_scores, 1.0 - float(self.contamination)))
 
     # -- scoring --------------------------------------------------------------------
     def score(self, X: np.ndarray) -> np.ndarray:
@@ -92,14 +155,17 @@ class Detector:
         self._check_fitted()
         scores = np.asarray(scores, dtype=np.float64)
         out = np.full(scores.shape, "", dtype=object)
-        if self.threshold_ <= 0:  # multiples of a non-positive threshold mean nothing
-            out[scores > self.threshold_] = "low"
-            return out
         out[scores > self.threshold_] = "low"
-        for level, multiple in SEVERITY_MULTIPLES.items():
+        if self.threshold_ <= 0:  # multiples of a non-positive threshold mean nothing
+            return out
+        for level, multiple in sorted(self.multiples().items(), key=lambda item: item[1]):
             if multiple > 1.0:
                 out[scores >= self.threshold_ * multiple] = level
         return out
+
+    def multiples(self) -> dict[str, float]:
+        """Severity level -> multiple of the threshold (defaults: low 1, medium 1.5, high 3)."""
+        return {k: float(v) for k, v in (self.severity_multiples or SEVERITY_MULTIPLES).items()}
 
     # -- persistence hooks (used by detectors.persistence) ----------------------------
     def _get_state(self) -> dict[str, np.ndarray]:
