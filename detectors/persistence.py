@@ -40,8 +40,12 @@ def save(detector: Detector, path: str | os.PathLike) -> Path:
     return target
 
 
-def write_into(detector: Detector, directory: Path) -> None:
-    """Write the detector's files into an existing directory (no atomicity of its own)."""
+def write_into(detector: Detector, directory: str | os.PathLike) -> None:
+    """Write the detector's files into an existing directory (no atomicity of its own).
+
+    Composite detectors (ensembles, ``latent_knn``) call it for their members' subdirectories.
+    """
+    directory = Path(directory)
     config = {
         "format_version": FORMAT_VERSION,
         "name": detector.name,

@@ -40,7 +40,9 @@ class HealthTracker:
     - A step's gradient norm is an anomaly when its z-score against the trailing
       ``grad_window`` normal steps exceeds ``grad_z``. The z-score is taken on the
       logarithm of the norm: norms vary over orders of magnitude during training and an
-      explosion is a jump in magnitude, not an additive bump. Flagged steps stay out of
+      explosion is a jump in magnitude, not an additive bump. The norm must also be at
+      least ``grad_min_jump`` times the trailing geometric mean: with a very steady
+      history, a 1.3x wobble can reach z 3 and is no explosion. Flagged steps stay out of
       the trailing window so a spike cannot hide the next one.
     - ``grad_patience`` consecutive flagged steps, or a non-finite norm or loss, stop
       training: one odd batch is recorded, a persistent explosion ends the fit.
@@ -54,6 +56,7 @@ class HealthTracker:
     grad_window: int = 50
     grad_min_steps: int = 10
     grad_patience: int = 3
+    grad_min_jump: float = 2.0
     overfit_epochs: int = 3
     patience: int = 5
     min_delta: float = 1e-4
@@ -92,7 +95,7 @@ class HealthTracker:
             history = np.fromiter(self._window, dtype=np.float64)
             spread = max(float(history.std()), 1e-3)  # a flat history must not flag tiny wobbles
             z = (log_norm - float(history.mean())) / spread
-            if z > self.grad_z:
+            if z > self.grad_z and log_norm - float(history.mean()) >= math.log10(self.grad_min_jump):
                 self._flag(epoch, norm, z)
                 self._consecutive += 1
                 if self._consecutive >= self.grad_patience:
@@ -265,16 +268,19 @@ def fit_monitored(
     *,
     epochs: int,
     batch_size: int,
-    validation: tuple[np.ndarray, np.ndarray | None] | None = None,
+    validation: tuple[np.ndarray, ...] | None = None,
     tracker: HealthTracker | None = None,
     **fit_kwargs: Any,
 ) -> dict[str, Any]:
-    """``model.fit`` under a :class:`TrainingMonitor`; returns the training summary."""
+    """``model.fit`` under a :class:`TrainingMonitor`; returns the training summary.
+
+    ``validation`` is ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)`` as Keras takes it.
+    """
     monitor = TrainingMonitor(tracker)
     started = time.perf_counter()
     validation_data = None
     if validation is not None and len(validation[0]):
-        validation_data = validation if validation[1] is not None else (validation[0],)
+        validation_data = tuple(v for v in validation if v is not None)
     model.fit(
         x,
         y,
@@ -293,7 +299,16 @@ def fit_monitored(
 
 def monitor_params(params: dict[str, Any]) -> HealthTracker:
     """A tracker from a detector's ``monitor`` parameter (a dict of :class:`HealthTracker` fields)."""
-    allowed = {"grad_z", "grad_window", "grad_min_steps", "grad_patience", "overfit_epochs", "patience", "min_delta"}
+    allowed = {
+        "grad_z",
+        "grad_window",
+        "grad_min_steps",
+        "grad_patience",
+        "grad_min_jump",
+        "overfit_epochs",
+        "patience",
+        "min_delta",
+    }
     unknown = set(params) - allowed
     if unknown:
         raise ValueError(f"unknown training monitor setting(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
