@@ -12,6 +12,7 @@ from datetime import date
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from tasks.evaluate import evaluate_task
 from tasks.extract import extract_task
 from tasks.normalise import normalise_task
 from tasks.report import build_report, publish_report_task
@@ -87,6 +88,8 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
 
         anomalies = None
         training_note = None
+        training_summary = None
+        metrics = None
         if not validation.passed:
             run.status = "quarantined"
             failed = ", ".join(f"{r.expectation}({r.column or ''})" for r in validation.critical_failures)
@@ -114,6 +117,23 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
                     scored = score_task(partition.frame, matrix, model, monitor)
                 anomalies = scored.anomalies
                 run.rows_scored, run.anomalies, run.status = scored.rows_scored, scored.anomaly_count, "succeeded"
+                training_summary = model.summary
+                if monitor.label:
+                    with _stage(run, "evaluate"):
+                        metrics = evaluate_task(
+                            partition.frame,
+                            scored.scores,
+                            label=monitor.label,
+                            monitor=monitor.name,
+                            partition_date=partition_date,
+                            run_id=run.run_id,
+                            model_version=model.version,
+                            threshold=scored.threshold,
+                            # The training-window evaluation belongs to the day the model was trained for.
+                            model_evaluation=model.summary.get("evaluation")
+                            if model.trained_for == partition_date
+                            else None,
+                        )
 
         with _stage(run, "report"):
             report = build_report(
@@ -122,10 +142,12 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
                 anomalies,
                 recent_reports(monitor.results_url, monitor.name, partition_date),
                 training_note,
+                training=training_summary,
+                metrics=metrics,
             )
         run.finished_at = utcnow()
         with _stage(run, "write"):
-            write_partition_task(monitor.results_url, run, validation, anomalies, report.row)
+            write_partition_task(monitor.results_url, run, validation, anomalies, report.row, metrics)
         finish_run(monitor.results_url, run)
         publish_report_task(report)
         logger.info(

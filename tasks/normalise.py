@@ -3,16 +3,29 @@
 Fitted on the training window only and saved with the model, so scoring applies exactly
 the state the detector was trained with:
 
+- a feature whose null rate in training exceeds ``max_null_rate`` is dropped (recorded in
+  ``dropped_``): imputing a mostly-empty column would teach the detector its median;
 - numeric features: median imputation plus a missing-value indicator per feature, then
   robust scaling ``(x - median) / (IQR / 1.349)`` (falling back to the standard deviation
   and then 1 where the IQR is zero), clipped to ``+-clip`` so one absurd value cannot
   swamp a model;
-- categorical features: one-hot over the most frequent ``max_categories`` values seen in
-  training, with an ``__other__`` column for anything else and missing values as a
-  category of their own.
+- categorical features with at most ``max_onehot`` distinct values: one-hot over the most
+  frequent ``max_categories`` values seen in training, with an ``__other__`` column for
+  anything else and missing values as a category of their own;
+- categorical features with more distinct values: frequency encoding (the share of
+  training rows holding the value; unseen values 0, missing values the training null
+  rate) robust-scaled like a numeric column, plus a missing-value indicator. One-hot at
+  high cardinality would make hundreds of near-empty columns;
+- optionally (``pca``), the encoded matrix is centred and projected onto its leading
+  principal components, found with NumPy's SVD: a whole number keeps that many
+  components, a fraction in (0, 1) the fewest explaining that share of the variance.
 
-Every output column maps back to its source feature (``groups``), so per-column
-contributions can be summed into per-feature explanations.
+Every encoded column maps back to its source feature (``groups``). Explanations are
+per feature: :meth:`Normaliser.feature_contributions` sums per-column contributions
+per feature, and with PCA first spreads each component's contribution over the encoded
+columns in proportion to ``|loading x centred value|`` of the row being explained (the
+terms of the dot product that made the component's value), falling back to squared
+loadings for a row at the training mean. Explanations therefore always name real columns.
 """
 
 from __future__ import annotations
@@ -29,14 +42,22 @@ from tasks.errors import DataQualityError
 
 MISSING_CATEGORY = "__missing__"
 OTHER_CATEGORY = "__other__"
+MAX_FREQUENCY_VALUES = 10_000
+"""Frequency tables keep this many values at most (the rest score as unseen, frequency ~0 anyway)."""
 
 
 @dataclass
 class Normaliser:
     clip: float = 50.0
     max_categories: int = 20
+    max_onehot: int = 20
+    max_null_rate: float = 0.5
+    pca: int | float | None = None
     numeric_: dict[str, dict[str, float]] = field(default_factory=dict)
     categorical_: dict[str, list[str]] = field(default_factory=dict)
+    frequency_: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dropped_: dict[str, float] = field(default_factory=dict)
+    pca_: dict[str, Any] | None = None
     features_: list[str] = field(default_factory=list)
 
     # -- fitting --------------------------------------------------------------------
@@ -46,39 +67,92 @@ class Normaliser:
             raise DataQualityError(f"training data lacks feature columns: {', '.join(missing)}")
         if frame.empty:
             raise DataQualityError("cannot fit the normaliser on zero training rows")
-        self.features_ = list(features)
-        self.numeric_, self.categorical_ = {}, {}
+        if not features:
+            raise DataQualityError("no feature columns to fit the normaliser on")
+        self._check_settings()
+        self.numeric_, self.categorical_, self.frequency_, self.dropped_ = {}, {}, {}, {}
+        self.pca_ = None
+        kept: list[str] = []
         for name in features:
             column = frame[name]
+            null_rate = float(column.isna().mean())
+            if null_rate > self.max_null_rate:
+                self.dropped_[name] = round(null_rate, 6)
+                continue
+            kept.append(name)
             if _is_numeric(column):
                 self.numeric_[name] = _numeric_state(column.astype("float64").to_numpy())
-            else:
+            elif column.dropna().map(str).nunique() <= self.max_onehot:
                 self.categorical_[name] = _top_categories(column, self.max_categories)
+            else:
+                self.frequency_[name] = _frequency_state(column)
+        if not kept:
+            raise DataQualityError(
+                f"every feature's null rate in training exceeds max_null_rate {self.max_null_rate}: "
+                + ", ".join(f"{k} ({v:.0%})" for k, v in self.dropped_.items())
+            )
+        self.features_ = kept
+        if self.pca is not None:
+            self.pca_ = _fit_pca(self._encode(frame), self.pca)
         return self
 
-    # -- transforming ---------------------------------------------------------------
+    def _check_settings(self) -> None:
+        if not 0.0 < float(self.max_null_rate) <= 1.0:
+            raise ValueError(f"max_null_rate must be in (0, 1], got {self.max_null_rate!r}")
+        if int(self.max_onehot) < 1 or int(self.max_categories) < 1:
+            raise ValueError("max_onehot and max_categories must be at least 1")
+        p = self.pca
+        if p is not None and (
+            isinstance(p, bool)
+            or (isinstance(p, int) and p < 1)
+            or (isinstance(p, float) and not 0.0 < p < 1.0)
+            or not isinstance(p, (int, float))
+        ):
+            raise ValueError(f"pca must be a component count >= 1 or a variance fraction in (0, 1), got {p!r}")
+
+    # -- layout ---------------------------------------------------------------------
     @property
-    def output_columns(self) -> list[str]:
+    def encoded_columns(self) -> list[str]:
+        """Names of the encoded columns (before any PCA), in order."""
         cols: list[str] = []
         for name in self.features_:
             if name in self.numeric_:
                 cols += [name, f"{name}__missing"]
+            elif name in self.frequency_:
+                cols += [f"{name}__frequency", f"{name}__missing"]
             else:
                 cols += [f"{name}={c}" for c in self.categorical_[name]] + [f"{name}={OTHER_CATEGORY}"]
         return cols
 
     @property
+    def output_columns(self) -> list[str]:
+        """Names of the columns of :meth:`transform`'s matrix: the encoded ones, or ``pca_1..pca_K``."""
+        if self.pca_ is not None:
+            return [f"pca_{i + 1}" for i in range(len(self.pca_["components"]))]
+        return self.encoded_columns
+
+    @property
     def groups(self) -> list[str]:
-        """The source feature of each output column, in order."""
+        """The source feature of each encoded column, in order (= each output column when PCA is off)."""
         out: list[str] = []
         for name in self.features_:
-            width = 2 if name in self.numeric_ else len(self.categorical_[name]) + 1
+            if name in self.categorical_:
+                width = len(self.categorical_[name]) + 1
+            else:
+                width = 2
             out += [name] * width
         return out
 
+    # -- transforming ---------------------------------------------------------------
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         if not self.features_:
             raise RuntimeError("normaliser is not fitted")
+        encoded = self._encode(frame)
+        if self.pca_ is None:
+            return encoded.astype(np.float32)
+        return self._project(encoded).astype(np.float32)
+
+    def _encode(self, frame: pd.DataFrame) -> np.ndarray:
         missing = [f for f in self.features_ if f not in frame.columns]
         if missing:
             raise DataQualityError(f"partition lacks feature columns the model was trained on: {', '.join(missing)}")
@@ -87,14 +161,27 @@ class Normaliser:
             column = frame[name]
             if name in self.numeric_:
                 blocks.append(self._numeric_block(name, column))
+            elif name in self.frequency_:
+                blocks.append(self._frequency_block(name, column))
             else:
                 blocks.append(self._categorical_block(name, column))
-        if not blocks:
-            return np.zeros((len(frame), 0), dtype=np.float32)
-        return np.hstack(blocks).astype(np.float32)
+        return np.hstack(blocks).astype(np.float64)
+
+    def _project(self, encoded: np.ndarray) -> np.ndarray:
+        assert self.pca_ is not None
+        mean = np.asarray(self.pca_["mean"], dtype=np.float64)
+        components = np.asarray(self.pca_["components"], dtype=np.float64)
+        return (encoded - mean) @ components.T
+
+    def _scaled(self, values: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+        is_missing = np.isnan(values)
+        filled = np.where(is_missing, state["median"], values)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = (filled - state["median"]) / state["scale"]
+        scaled = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=self.clip, neginf=-self.clip), -self.clip, self.clip)
+        return np.column_stack([scaled, is_missing.astype(np.float64)])
 
     def _numeric_block(self, name: str, column: pd.Series) -> np.ndarray:
-        state = self.numeric_[name]
         try:
             values = pd.to_numeric(column, errors="raise").astype("float64").to_numpy()
         except (ValueError, TypeError):
@@ -102,12 +189,14 @@ class Normaliser:
             raise DataQualityError(
                 f"feature {name!r} was numeric in training but holds non-numeric values such as {bad!r}"
             ) from None
-        is_missing = np.isnan(values)
-        filled = np.where(is_missing, state["median"], values)
-        with np.errstate(over="ignore", invalid="ignore"):
-            scaled = (filled - state["median"]) / state["scale"]
-        scaled = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=self.clip, neginf=-self.clip), -self.clip, self.clip)
-        return np.column_stack([scaled, is_missing.astype(np.float64)])
+        return self._scaled(values, self.numeric_[name])
+
+    def _frequency_block(self, name: str, column: pd.Series) -> np.ndarray:
+        state = self.frequency_[name]
+        values = _frequencies(column, state)
+        block = self._scaled(values, state)
+        block[:, 1] = column.isna().to_numpy(dtype=np.float64)
+        return block
 
     def _categorical_block(self, name: str, column: pd.Series) -> np.ndarray:
         categories = self.categorical_[name]
@@ -118,23 +207,91 @@ class Normaliser:
         block[np.arange(len(column)), idx] = 1.0
         return block
 
+    # -- explanations ---------------------------------------------------------------
+    def feature_contributions(self, frame: pd.DataFrame, per_column: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Per-output-column contributions of ``frame``'s rows summed per source feature.
+
+        Returns ``(per_feature, features)`` with ``per_feature`` of shape ``(rows, features)``;
+        totals per row are preserved. With PCA, component ``k``'s contribution is shared
+        among encoded columns ``j`` by ``|V_kj (x_j - mean_j)|`` for that row (squared
+        loadings ``V_kj^2`` where the row sits at the mean), then folded per feature.
+        """
+        features = list(dict.fromkeys(self.groups))
+        index = {f: i for i, f in enumerate(features)}
+        groups = self.groups
+        folding = np.zeros((len(groups), len(features)))
+        folding[np.arange(len(groups)), [index[g] for g in groups]] = 1.0
+        per_column = np.asarray(per_column, dtype=np.float64)
+        if self.pca_ is None:
+            return per_column @ folding, features
+        mean = np.asarray(self.pca_["mean"], dtype=np.float64)
+        components = np.asarray(self.pca_["components"], dtype=np.float64)  # (K, D)
+        centred = self._encode(frame) - mean  # (n, D)
+        terms = np.abs(components[None, :, :] * centred[:, None, :])  # (n, K, D)
+        totals = terms.sum(axis=2, keepdims=True)
+        fallback = np.broadcast_to(components[None] ** 2, terms.shape)
+        weights = np.where(totals > 1e-12, terms / np.where(totals > 1e-12, totals, 1.0), fallback)
+        weights = weights / weights.sum(axis=2, keepdims=True)
+        per_encoded = np.einsum("nk,nkd->nd", per_column, weights)
+        return per_encoded @ folding, features
+
+    # -- description ----------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """What the fit decided, for the model's training summary (tw_models)."""
+        return {
+            "dropped_columns": dict(self.dropped_),
+            "max_null_rate": self.max_null_rate,
+            "numeric": sorted(self.numeric_),
+            "onehot": sorted(self.categorical_),
+            "frequency_encoded": sorted(self.frequency_),
+            "encoded_columns": len(self.encoded_columns),
+            "pca": None
+            if self.pca_ is None
+            else {
+                "setting": self.pca,
+                "components": len(self.pca_["components"]),
+                "explained_variance": round(float(sum(self.pca_["explained_variance_ratio"])), 6),
+            },
+        }
+
     # -- persistence ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
             "clip": self.clip,
             "max_categories": self.max_categories,
+            "max_onehot": self.max_onehot,
+            "max_null_rate": self.max_null_rate,
+            "pca_setting": self.pca,
             "features": self.features_,
             "numeric": self.numeric_,
             "categorical": self.categorical_,
+            "frequency": self.frequency_,
+            "dropped": self.dropped_,
+            "pca": self.pca_,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normaliser:
+        """Restore a saved state; dicts saved before frequency encoding, drops and PCA existed still load."""
+        frequency = {
+            k: {
+                "frequencies": {str(c): float(f) for c, f in v["frequencies"].items()},
+                **{kk: float(vv) for kk, vv in v.items() if kk != "frequencies"},
+            }
+            for k, v in data.get("frequency", {}).items()
+        }
+        pca = data.get("pca")
         return cls(
             clip=float(data["clip"]),
             max_categories=int(data["max_categories"]),
+            max_onehot=int(data.get("max_onehot", data["max_categories"])),
+            max_null_rate=float(data.get("max_null_rate", 1.0)),
+            pca=data.get("pca_setting"),
             numeric_={k: {kk: float(vv) for kk, vv in v.items()} for k, v in data["numeric"].items()},
             categorical_={k: list(v) for k, v in data["categorical"].items()},
+            frequency_=frequency,
+            dropped_={k: float(v) for k, v in data.get("dropped", {}).items()},
+            pca_=None if pca is None else dict(pca),
             features_=list(data["features"]),
         )
 
@@ -167,6 +324,43 @@ def _top_categories(column: pd.Series, limit: int) -> list[str]:
     # Most frequent first; ties broken by name so refits on the same data agree.
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return [name for name, _ in ordered[:limit]]
+
+
+def _frequency_state(column: pd.Series) -> dict[str, Any]:
+    """Training share of each value (missing as a value of its own), then scaling state of those shares."""
+    text = _as_category_text(column)
+    counts = text.value_counts(sort=False)
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_FREQUENCY_VALUES]
+    state: dict[str, Any] = {"frequencies": {name: float(n / len(text)) for name, n in ordered}}
+    state.update(_numeric_state(_frequencies(column, state)))
+    state["missing_rate"] = float(column.isna().mean())
+    return state
+
+
+def _frequencies(column: pd.Series, state: dict[str, Any]) -> np.ndarray:
+    return _as_category_text(column).map(state["frequencies"]).fillna(0.0).to_numpy(dtype=np.float64)
+
+
+def _fit_pca(encoded: np.ndarray, setting: int | float) -> dict[str, Any]:
+    """Centre, SVD, keep the leading components; signs fixed so refits on the same data agree."""
+    mean = encoded.mean(axis=0)
+    _, singular, vt = np.linalg.svd(encoded - mean, full_matrices=False)
+    variance = singular**2
+    total = float(variance.sum())
+    ratio = variance / total if total > 0 else np.zeros_like(variance)
+    if isinstance(setting, float):
+        k = int(np.searchsorted(np.cumsum(ratio), setting - 1e-12) + 1) if total > 0 else 1
+    else:
+        k = int(setting)
+    k = max(1, min(k, vt.shape[0]))
+    components = vt[:k]
+    signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
+    components = components * np.where(signs == 0, 1.0, signs)[:, None]
+    return {
+        "mean": mean.tolist(),
+        "components": components.tolist(),
+        "explained_variance_ratio": ratio[:k].tolist(),
+    }
 
 
 # -- Prefect wrapper -------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """Report: the daily report of one monitor-partition, as a SQL row and as markdown.
 
 The same markdown goes into ``tw_daily_reports`` and into the Prefect markdown artifact,
-so what the UI shows and what SQL returns never disagree.
+so what the UI shows and what SQL returns never disagree. Besides counts and the top
+anomalies it shows the training health of the model used (its ``health_flags``, or
+"healthy" for a family with a training monitor that flagged nothing) and, for a
+monitor with a label column, the evaluation metrics written to ``tw_metrics``.
 """
 
 from __future__ import annotations
@@ -32,8 +35,14 @@ def build_report(
     anomalies: pd.DataFrame | None,
     history: list[dict[str, Any]],
     training_note: str | None = None,
+    training: dict[str, Any] | None = None,
+    metrics: list[dict[str, Any]] | None = None,
 ) -> DailyReport:
-    """Summarise the run against the previous days' reports (``history``, oldest first)."""
+    """Summarise the run against the previous days' reports (``history``, oldest first).
+
+    ``training`` is the training summary of the model used (loaded or trained today);
+    ``metrics`` are the partition's ``tw_metrics`` rows.
+    """
     rows = run.rows_read or 0
     scored = run.rows_scored or 0
     count = run.anomalies if run.anomalies is not None else None
@@ -44,7 +53,9 @@ def build_report(
     outcome = validation.outcome if validation.results else "not_validated"
 
     top = _top_rows(anomalies)
+    flags = training_flags(training)
     md = _markdown(run, outcome, rows, count, rate, past_mean, change, validation, top, training_note, len(past_rates))
+    md = _with_training_and_metrics(md, flags, training if training_note else None, metrics or [])
     row = {
         "report_date": run.partition_date,
         "monitor": run.monitor,
@@ -56,8 +67,59 @@ def build_report(
         "model_version": run.model_version,
         "rate_change_7d": change,
         "markdown": md,
+        "training_flags": flags,
     }
     return DailyReport(row=row, markdown=md, top_anomalies=top)
+
+
+def training_flags(summary: dict[str, Any] | None) -> list[str] | None:
+    """The model's training-health flags; [] when healthy, None when there is no model or no training monitor."""
+    if not summary or "health_flags" not in summary:
+        return None
+    return [str(f) for f in summary.get("health_flags") or []]
+
+
+def _with_training_and_metrics(
+    md: str, flags: list[str] | None, trained_today: dict[str, Any] | None, metrics: list[dict[str, Any]]
+) -> str:
+    """Insert the training-health and evaluation sections before the closing SQL hint."""
+    extra: list[str] = []
+    if flags is not None:
+        if flags:
+            extra += ["## Training health", "", *[f"- {f}" for f in flags], ""]
+        else:
+            extra += ["**Training:** healthy (no gradient, overfitting or loss flags)", ""]
+    dropped = ((trained_today or {}).get("normalisation") or {}).get("dropped_columns") or {}
+    if dropped:
+        listed = ", ".join(f"{k} ({v:.0%} null)" for k, v in dropped.items())
+        extra += [f"Dropped from the new model for too many nulls in training: {listed}.", ""]
+    if metrics:
+        extra += [
+            "## Evaluation against the label",
+            "",
+            "| rows of | rows | labelled 1 | flagged | precision | recall | F1 | ROC-AUC | PR-AUC |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        scopes = {"partition": "this partition", "model": "model's training window"}
+        for m in sorted(metrics, key=lambda m: m["scope"] != "partition"):
+            cells = " | ".join(_metric(m.get(k)) for k in ("precision", "recall", "f1", "roc_auc", "pr_auc"))
+            extra.append(
+                f"| {scopes.get(m['scope'], m['scope'])} | {m['n_rows']:,} | {m['n_positive']:,} | "
+                f"{m['n_flagged']:,} | {cells} |"
+            )
+        extra.append("")
+        extra += [f"n/a ({scopes.get(m['scope'], m['scope'])}): {m['note']}." for m in metrics if m.get("note")]
+        if any(m.get("note") for m in metrics):
+            extra.append("")
+    if not extra:
+        return md
+    marker = "## This day's anomalies in SQL"
+    head, _, tail = md.partition(marker)
+    return head + "\n".join(extra) + "\n" + marker + tail
+
+
+def _metric(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _top_rows(anomalies: pd.DataFrame | None) -> list[dict[str, Any]]:

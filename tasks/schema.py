@@ -63,6 +63,8 @@ tw_daily_reports = sa.Table(
     sa.Column("model_version", sa.String(120)),
     sa.Column("rate_change_7d", sa.Float),
     sa.Column("markdown", sa.Text, nullable=False),
+    # Health flags of the model used (plain-language strings); [] healthy, NULL no model or no training monitor.
+    sa.Column("training_flags", JSON),
 )
 
 tw_models = sa.Table(
@@ -99,10 +101,64 @@ tw_validations = sa.Table(
     sa.Index("ix_tw_validations_monitor_partition", "monitor", "partition_date"),
 )
 
-PARTITION_TABLES = (tw_anomalies, tw_validations)
+tw_metrics = sa.Table(
+    "tw_metrics",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("monitor", sa.String(63), nullable=False),
+    # scope 'partition': the scored partition; scope 'model': the day the model was trained for.
+    sa.Column("partition_date", sa.Date, nullable=False),
+    sa.Column("scope", sa.String(9), nullable=False),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Column("model_version", sa.String(120), nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("n_rows", sa.Integer, nullable=False),
+    sa.Column("n_positive", sa.Integer, nullable=False),
+    sa.Column("n_flagged", sa.Integer, nullable=False),
+    sa.Column("true_positives", sa.Integer, nullable=False),
+    sa.Column("false_positives", sa.Integer, nullable=False),
+    sa.Column("false_negatives", sa.Integer, nullable=False),
+    sa.Column("precision", sa.Float),
+    sa.Column("recall", sa.Float),
+    sa.Column("f1", sa.Float),
+    sa.Column("roc_auc", sa.Float),
+    sa.Column("pr_auc", sa.Float),
+    sa.Column("note", sa.Text),  # why a metric is NULL
+    sa.CheckConstraint("scope IN ('partition', 'model')", name="ck_tw_metrics_scope"),
+    sa.UniqueConstraint("monitor", "partition_date", "scope", name="uq_tw_metrics_monitor_partition_scope"),
+    sa.Index("ix_tw_metrics_monitor_model", "monitor", "model_version"),
+)
+
+PARTITION_TABLES = (tw_anomalies, tw_validations, tw_metrics)
 """Tables whose rows belong to one monitor-partition and are replaced on every rerun."""
 
 
 def ensure_schema(engine: sa.Engine) -> None:
-    """Create the result tables that are missing; existing ones are left as they are."""
+    """Create the result tables that are missing and add nullable columns newer code expects.
+
+    Databases created by an earlier version keep their data: a missing nullable column
+    (e.g. ``tw_daily_reports.training_flags``) is added with ALTER TABLE, so inserts
+    from this version do not fail on them.
+    """
     metadata.create_all(engine, checkfirst=True)
+    _add_missing_columns(engine)
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    inspector = sa.inspect(engine)
+    preparer = engine.dialect.identifier_preparer
+    for table in metadata.sorted_tables:
+        existing = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in existing or not column.nullable:
+                continue
+            ddl = (
+                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
+                f"{preparer.format_column(column)} {column.type.compile(dialect=engine.dialect)}"
+            )
+            try:
+                with engine.begin() as conn:
+                    conn.execute(sa.text(ddl))
+            except sa.exc.DBAPIError:  # another run added it first
+                if column.name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
+                    raise

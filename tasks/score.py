@@ -37,11 +37,11 @@ def score_partition(frame: pd.DataFrame, matrix: np.ndarray, model: Model, spec:
     scores = detector.score(matrix)
     flagged = np.flatnonzero(scores > detector.threshold_)
     flagged = flagged[np.argsort(-scores[flagged], kind="stable")]
-    contributions = (
-        explain_rows(frame.iloc[flagged], detector.explain(matrix[flagged]), model.normaliser.groups)
-        if flagged.size
-        else []
-    )
+    contributions: list[list[dict[str, Any]]] = []
+    if flagged.size:
+        rows = frame.iloc[flagged]
+        per_feature, features = model.normaliser.feature_contributions(rows, detector.explain(matrix[flagged]))
+        contributions = top_features(rows, per_feature, features)
     anomalies = pd.DataFrame(
         {
             "row_key": frame[spec.key].iloc[flagged].map(_key_text).to_numpy(),
@@ -60,7 +60,11 @@ def explain_rows(rows: pd.DataFrame, per_column: np.ndarray, groups: list[str]) 
     index = {f: i for i, f in enumerate(features)}
     folding = np.zeros((len(groups), len(features)))
     folding[np.arange(len(groups)), [index[g] for g in groups]] = 1.0
-    per_feature = per_column @ folding
+    return top_features(rows, per_column @ folding, features)
+
+
+def top_features(rows: pd.DataFrame, per_feature: np.ndarray, features: list[str]) -> list[list[dict[str, Any]]]:
+    """Each row's top features by share of its score, with the row's value of each (input columns only)."""
     totals = per_feature.sum(axis=1, keepdims=True)
     shares = np.divide(per_feature, totals, out=np.zeros_like(per_feature), where=totals > 0)
     out = []

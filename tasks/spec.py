@@ -113,11 +113,38 @@ class DetectorSpec(_Strict):
     def _params_accepted(self) -> DetectorSpec:
         import detectors
 
-        reserved = {"contamination"} & set(self.params)
+        reserved = set(THRESHOLD_PARAMS) & set(self.params)
         if reserved:
-            raise ValueError("set contamination under 'threshold', not in detector params")
-        detectors.create(self.name, **self.params)  # raises ValueError naming the bad parameter
+            names = ", ".join(sorted(reserved))
+            raise ValueError(f"set {names} under 'threshold' (as {_threshold_keys(reserved)}), not in detector params")
+        try:
+            detectors.create(self.name, **self.params)  # raises ValueError naming the bad parameter
+        except ImportError as exc:  # registered but its module is not in this build
+            raise ValueError(f"detector {self.name!r} is not available in this installation ({exc})") from None
         return self
+
+    @property
+    def supervised(self) -> bool:
+        """True for families that learn from labels (they need the monitor's ``label`` column)."""
+        import detectors
+
+        try:
+            return bool(detectors.detector_class(self.name).supervised)
+        except ImportError:
+            return self.name in detectors.SUPERVISED
+
+
+THRESHOLD_PARAMS = {
+    "contamination": "contamination",
+    "threshold_method": "method",
+    "threshold_z": "z",
+    "severity_multiples": "severity",
+}
+"""Detector parameters that come from the monitor's ``threshold`` section, and their names there."""
+
+
+def _threshold_keys(params: set[str]) -> str:
+    return ", ".join(f"threshold.{THRESHOLD_PARAMS[p]}" for p in sorted(params))
 
 
 class TrainingSpec(_Strict):
@@ -138,8 +165,85 @@ class TrainingSpec(_Strict):
         return self
 
 
+class SeveritySpec(_Strict):
+    """Severity levels as multiples of the threshold; ``low`` is always 1 (anything flagged)."""
+
+    medium: float = Field(default=1.5, ge=1.0)
+    high: float = Field(default=3.0, ge=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeveritySpec:
+        if self.high < self.medium:
+            raise ValueError(f"high ({self.high}) must be at least medium ({self.medium})")
+        return self
+
+    def multiples(self) -> dict[str, float]:
+        return {"low": 1.0, "medium": float(self.medium), "high": float(self.high)}
+
+
 class ThresholdSpec(_Strict):
+    """How the detector's threshold is calibrated on the training scores, and the severity levels above it."""
+
+    method: Literal["quantile", "robust_z"] = Field(
+        default="quantile",
+        description="quantile: the (1 - contamination) quantile; robust_z: median + z * MAD-sigma of the scores",
+    )
     contamination: float = Field(default=0.01, gt=0.0, lt=0.5)
+    z: float = Field(default=3.5, gt=0.0, description="used by method robust_z")
+    severity: SeveritySpec = Field(default_factory=SeveritySpec)
+
+    def detector_params(self) -> dict[str, Any]:
+        """The detector constructor arguments these settings map to."""
+        return {
+            "contamination": self.contamination,
+            "threshold_method": self.method,
+            "threshold_z": self.z,
+            "severity_multiples": self.severity.multiples(),
+        }
+
+
+class PCASpec(_Strict):
+    """Project the encoded features onto their leading principal components (wide tables)."""
+
+    components: int | None = Field(default=None, ge=1, description="keep this many components")
+    variance: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="keep the fewest components explaining this share of variance"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `pca: 8` means 8 components, `pca: 0.95` means 95% of the variance.
+        if isinstance(value, bool):
+            raise ValueError("give {components: K}, {variance: 0.95}, a whole number or a fraction, or null")
+        if isinstance(value, int):
+            return {"components": value}
+        if isinstance(value, float):
+            return {"variance": value}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PCASpec:
+        if (self.components is None) == (self.variance is None):
+            raise ValueError("give exactly one of components or variance")
+        return self
+
+    @property
+    def setting(self) -> int | float:
+        """The Normaliser's ``pca`` argument: an int is a component count, a float a variance share."""
+        return self.components if self.components is not None else float(self.variance)  # type: ignore[arg-type]
+
+
+class NormaliseSpec(_Strict):
+    """How features are encoded; fitted on the training window and saved with the model."""
+
+    max_null_rate: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="drop a feature whose training null rate exceeds this (1 = never)"
+    )
+    max_onehot: int = Field(
+        default=20, ge=1, description="one-hot up to this many distinct values, frequency encoding above"
+    )
+    pca: PCASpec | None = Field(default=None, description="off by default")
 
 
 class MonitorSpec(_Strict):
@@ -155,6 +259,7 @@ class MonitorSpec(_Strict):
     detector: DetectorSpec = Field(default_factory=DetectorSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     threshold: ThresholdSpec = Field(default_factory=ThresholdSpec)
+    normalise: NormaliseSpec = Field(default_factory=NormaliseSpec)
     expectations: list[ExpectationSpec] = Field(default_factory=list)
     results: str | None = None
     models: str | None = None
@@ -190,6 +295,11 @@ class MonitorSpec(_Strict):
         for role, column in roles.items():
             if column is not None and self.features and column in self.features:
                 raise ValueError(f"{role} column {column!r} cannot also be a feature")
+        if self.label is None and self.detector.supervised:
+            raise ValueError(
+                f"detector {self.detector.name!r} is supervised and learns from labels: "
+                "set 'label' to a column with 1 = anomaly, 0 = normal"
+            )
         return self
 
     @property

@@ -1,7 +1,8 @@
 """Store: write one monitor-partition's results in one transaction, replacing any earlier run.
 
-``write_partition`` deletes the partition's rows from every per-partition table and
-inserts the new ones inside a single transaction, so a rerun never duplicates and a
+``write_partition`` deletes the partition's rows from every per-partition table
+(anomalies, validations, metrics, the daily report, the run) and inserts the new ones
+inside a single transaction, so a rerun never duplicates and a
 failure half-way leaves the previous results intact. A failed run only replaces the
 ``tw_runs`` row: earlier anomalies stay until a successful rerun replaces them.
 """
@@ -24,6 +25,7 @@ from tasks.schema import (
     ensure_schema,
     tw_anomalies,
     tw_daily_reports,
+    tw_metrics,
     tw_runs,
     tw_validations,
 )
@@ -89,11 +91,16 @@ def write_partition(
     validation: ValidationOutcome,
     anomalies: pd.DataFrame | None,
     report: dict[str, Any],
+    metrics: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Replace everything stored for ``run``'s monitor-partition, atomically."""
+    """Replace everything stored for ``run``'s monitor-partition, atomically.
+
+    ``metrics`` are ``tw_metrics`` rows (see ``tasks.evaluate``); a rerun without them
+    (no label, quarantined, warming up) leaves none behind for the partition.
+    """
     key = (run.monitor, run.partition_date)
     with get_engine(url).begin() as conn:
-        for table in (tw_anomalies, tw_validations):
+        for table in (tw_anomalies, tw_validations, tw_metrics):
             conn.execute(table.delete().where(table.c.monitor == key[0], table.c.partition_date == key[1]))
         conn.execute(
             tw_daily_reports.delete().where(
@@ -127,16 +134,19 @@ def write_partition(
                 run_id=run.run_id,
             )
             conn.execute(tw_anomalies.insert(), _sql_records(frame))
+        if metrics:
+            conn.execute(tw_metrics.insert(), _null_nan(metrics))
         conn.execute(tw_daily_reports.insert().values(**report))
 
 
 def _sql_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as dicts with missing values as None: pandas hands out NaN, which PostgreSQL
     would store as the float NaN (or the text 'NaN') instead of NULL."""
-    return [
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
-        for rec in frame.to_dict("records")
-    ]
+    return _null_nan(frame.to_dict("records"))
+
+
+def _null_nan(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()} for rec in records]
 
 
 def record_failure(url: str, run: RunRecord) -> None:

@@ -1,11 +1,19 @@
 """Train or load: pick the model that scores a partition, training a new one when due.
 
 A model is the fitted normaliser plus the fitted detector, saved together as one
-versioned directory and one ``tw_models`` row. A partition is scored by the newest
-model trained *for* a date on or before it (a model trained for day D saw only days
-before D), unless that model is ``retrain_every`` days old, was built from a different
-config, or its artifact is gone; then a new model is trained on the previous ``window``
-valid partitions, never on the partition being scored.
+versioned directory and one ``tw_models`` row (its params hold the threshold method,
+z and severity multiples; its training summary the threshold, the normaliser's
+decisions, the detector's training health and, with a label column, the evaluation on
+the training window).
+
+A partition is scored by the newest model trained *for* a date on or before it (a model
+trained for day D saw only days before D), unless that model is ``retrain_every`` days
+old, was built from a different config, or its artifact is gone; then a new model is
+trained on the previous ``window`` valid partitions, never on the partition being scored.
+
+Labels: an unsupervised detector never sees rows labelled 1 (known anomalies would
+teach it that they are normal); a supervised one (``classifier``) is fitted on every
+row with ``y`` = the label, and needs both classes in its window.
 """
 
 from __future__ import annotations
@@ -18,30 +26,35 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 
 import detectors
 from detectors import Detector
 from tasks.db import get_engine
 from tasks.errors import InsufficientHistoryError, ModelError
+from tasks.evaluate import evaluate, labels_from
 from tasks.extract import SourceSchema, extract_partitions, list_partitions
 from tasks.normalise import Normaliser
 from tasks.schema import tw_models, tw_runs
-from tasks.spec import MonitorSpec
+from tasks.spec import MonitorSpec, NormaliseSpec, ThresholdSpec
 from tasks.validate import ValidationOutcome
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = 1
 VALID_STATUSES = ("succeeded", "warming_up")
+SUPERVISED_MIN_PER_CLASS = 2
+"""A supervised window needs this many rows of each class (the classifier holds one of each out to calibrate)."""
 
 
 @dataclass
@@ -54,6 +67,8 @@ class Model:
     normaliser: Normaliser
     detector: Detector
     artifact: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+    """The ``tw_models.training_summary`` (training health, threshold, normaliser, evaluation)."""
 
     @property
     def threshold(self) -> float:
@@ -70,6 +85,15 @@ def config_hash(spec: MonitorSpec) -> str:
         "label": spec.label,
         "window": spec.training.window,
     }
+    # Sections added later count only when set away from their defaults, so upgrading
+    # does not retrain every model whose config did not change.
+    for name, value, default in (
+        ("threshold", spec.threshold.model_dump(exclude={"contamination"}), ThresholdSpec().model_dump()),
+        ("normalise", spec.normalise.model_dump(), NormaliseSpec().model_dump()),
+    ):
+        default.pop("contamination", None)
+        if value != default:
+            relevant[name] = value
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -173,19 +197,61 @@ def train_model(
         raise InsufficientHistoryError(
             f"{len(chosen)} valid earlier partition(s), training needs {needed} (training.min_partitions)"
         )
-    data = pd.concat([frames[d] for d in chosen], ignore_index=True)
+    window = pd.concat([frames[d] for d in chosen], ignore_index=True)
+    labels = labels_from(window[spec.label]) if spec.label and spec.label in window.columns else None
+    supervised = spec.detector.supervised
+    y: np.ndarray | None = None
     excluded_labelled = 0
-    if spec.label and spec.label in data.columns:
-        known = pd.to_numeric(data[spec.label], errors="coerce").fillna(0).astype(int) == 1
+    if supervised:
+        if labels is None:
+            raise ModelError(f"{spec.name} {day}: supervised detector needs label column {spec.label!r}, not read")
+        positives = int(labels.sum())
+        if min(positives, len(labels) - positives) < SUPERVISED_MIN_PER_CLASS:
+            raise InsufficientHistoryError(
+                f"the training window holds {positives} row(s) labelled 1 and {len(labels) - positives} other(s) "
+                f"in {spec.label!r}; detector {spec.detector.name!r} needs at least "
+                f"{SUPERVISED_MIN_PER_CLASS} of each"
+            )
+        data, y = window, labels
+    elif labels is not None:
+        known = labels == 1
         excluded_labelled = int(known.sum())
-        data = data.loc[~known].reset_index(drop=True)
+        data = window.loc[~known].reset_index(drop=True)
+    else:
+        data = window
 
-    normaliser = Normaliser().fit(data, features)
+    settings = spec.normalise
+    normaliser = Normaliser(
+        max_categories=settings.max_onehot,
+        max_onehot=settings.max_onehot,
+        max_null_rate=settings.max_null_rate,
+        pca=settings.pca.setting if settings.pca else None,
+    ).fit(data, features)
+    if normaliser.dropped_:
+        _logger().warning(
+            "%s %s: dropped feature(s) above max_null_rate %s in training: %s",
+            spec.name,
+            day,
+            settings.max_null_rate,
+            ", ".join(f"{k} ({v:.0%} null)" for k, v in normaliser.dropped_.items()),
+        )
     matrix = normaliser.transform(data)
-    detector = detectors.create(
-        spec.detector.name,
-        **{"contamination": spec.threshold.contamination, **spec.detector.params},
-    ).fit(matrix)
+    detector = detectors.create(spec.detector.name, **{**spec.threshold.detector_params(), **spec.detector.params})
+    try:
+        if supervised:
+            detector.fit(matrix, y)
+        else:
+            detector.fit(matrix)
+    except ValueError as exc:
+        raise ModelError(f"{spec.name} {day}: training detector {spec.detector.name!r} failed: {exc}") from exc
+
+    evaluation = None
+    if labels is not None:
+        scores = detector.score(matrix if supervised else normaliser.transform(window))
+        evaluation = {
+            "scope": "training window (in-sample)" if supervised else "training window (label-1 rows not fitted)",
+            **evaluate(labels, scores, float(detector.threshold_)).as_dict(),
+        }
 
     version = f"{spec.name}-{day:%Y%m%d}-{uuid.uuid4().hex[:8]}"
     artifact = save_bundle(spec.models_dir / spec.name / version, version, spec.name, day, normaliser, detector)
@@ -193,7 +259,17 @@ def train_model(
         **detector.training_summary_,
         "rejected_partitions": rejected,
         "excluded_labelled_rows": excluded_labelled,
+        "supervised": supervised,
         "input_columns": len(normaliser.output_columns),
+        "threshold": {
+            "value": float(detector.threshold_),
+            "method": detector.threshold_method,
+            "contamination": float(detector.contamination),
+            "z": float(detector.threshold_z),
+            "severity_multiples": detector.multiples(),
+        },
+        "normalisation": normaliser.describe(),
+        "evaluation": evaluation,
     }
     row = {
         "model_version": version,
@@ -211,8 +287,16 @@ def train_model(
     }
     with get_engine(spec.results_url).begin() as conn:
         conn.execute(tw_models.insert().values(**row))
-    model = Model(version, spec.name, day, normaliser, detector, artifact)
+    model = Model(version, spec.name, day, normaliser, detector, artifact, summary)
     return model, row
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a flow or task (so it reaches the UI), else the module logger."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
 
 
 def load_model(row: sa.Row) -> Model:
@@ -223,6 +307,8 @@ def load_model(row: sa.Row) -> Model:
         raise ModelError(f"model {row.model_version} at {row.artifact} cannot be loaded: {exc}") from None
     if bundle.version != row.model_version:
         raise ModelError(f"artifact {row.artifact} holds model {bundle.version}, expected {row.model_version}")
+    summary = row.training_summary
+    bundle.summary = json.loads(summary) if isinstance(summary, str) else dict(summary or {})
     return bundle
 
 

@@ -16,7 +16,7 @@ from flows.daily import backfill, daily_monitoring
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-TABLES = ("tw_runs", "tw_anomalies", "tw_validations", "tw_daily_reports")
+TABLES = ("tw_runs", "tw_anomalies", "tw_validations", "tw_daily_reports", "tw_metrics")
 
 
 def partition_counts(db: Path, day) -> dict[str, int]:
@@ -31,9 +31,20 @@ def partition_counts(db: Path, day) -> dict[str, int]:
     return out
 
 
+def add_label_column(config: Path) -> None:
+    """Give the demo table the ground truth as a label column and point the monitor at it."""
+    with sqlite3.connect(config.parent / "source.db") as conn:
+        conn.execute("ALTER TABLE payments ADD COLUMN is_anomaly INTEGER NOT NULL DEFAULT 0")
+        conn.execute(
+            "UPDATE payments SET is_anomaly = 1 WHERE CAST(id AS TEXT) IN (SELECT row_key FROM demo_ground_truth)"
+        )
+    config.write_text(config.read_text().replace("    key: id\n", "    key: id\n    label: is_anomaly\n"))
+
+
 @pytest.fixture(scope="module")
 def backfilled(tmp_path_factory):
     config, plan = make_demo(tmp_path_factory.mktemp("e2e"))
+    add_label_column(config)
     state = backfill(str(config), "payments", plan.start, plan.end, return_state=True)
     assert state.is_completed(), state
     return config, plan, config.parent / "source.db"
@@ -112,6 +123,37 @@ def test_point_outliers_are_found(backfilled):
            WHERE g.kind = 'point'""",
     )
     assert injected > 0 and found / injected >= 0.8
+
+
+def test_labelled_monitor_writes_metrics_per_partition_and_per_model(backfilled):
+    _, plan, db = backfilled
+    succeeded = {d for (d,) in query(db, "SELECT partition_date FROM tw_runs WHERE status = 'succeeded'")}
+    partition_rows = query(
+        db,
+        """SELECT m.partition_date, m.model_version = r.model_version, m.run_id = r.run_id, m.n_rows = r.rows_scored,
+                  m.n_flagged = r.anomalies, m.roc_auc
+           FROM tw_metrics m JOIN tw_runs r ON r.partition_date = m.partition_date
+           WHERE m.scope = 'partition'""",
+    )
+    assert {r[0] for r in partition_rows} == succeeded
+    assert all(r[1:5] == (1, 1, 1, 1) for r in partition_rows)
+    assert all(r[5] is not None and r[5] > 0.8 for r in partition_rows)  # every demo day holds injected rows
+    # One training-window row per model, on the day it was trained for.
+    models = query(db, "SELECT trained_for, model_version FROM tw_models ORDER BY trained_for")
+    assert query(db, "SELECT partition_date, model_version FROM tw_metrics WHERE scope = 'model' ORDER BY 1") == models
+    # Labelled rows stay out of the unsupervised model's training.
+    for (summary,) in query(db, "SELECT training_summary FROM tw_models"):
+        summary = json.loads(summary)
+        assert summary["excluded_labelled_rows"] > 0 and summary["evaluation"]["n_positive"] > 0
+
+    from importlib.resources import files
+
+    sql = files("tablewatch_sql").joinpath("reports", "metrics_by_model.sql").read_text()
+    with sqlite3.connect(db) as conn:
+        per_model = conn.execute(sql, {"monitor": "payments"}).fetchall()
+    assert [r[0] for r in per_model] == [v for _, v in models]
+    (markdown,) = query(db, "SELECT markdown FROM tw_daily_reports WHERE report_date = ?", plan.end.isoformat())[0]
+    assert "## Evaluation against the label" in markdown and "| this partition |" in markdown
 
 
 def test_rerunning_a_scored_partition_replaces_its_rows(backfilled):

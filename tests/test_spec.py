@@ -402,3 +402,77 @@ def test_parse_date_rejects_invalid(bad: str) -> None:
         parse_date(bad, what="--date")
     assert repr(bad) in str(info.value)
     assert "--date" in str(info.value)
+
+
+# -- threshold and severity ------------------------------------------------------------
+def test_threshold_defaults_and_detector_params() -> None:
+    t = parse_config(config(monitor())).monitors[0].threshold
+    assert (t.method, t.contamination, t.z) == ("quantile", 0.01, 3.5)
+    assert t.severity.multiples() == {"low": 1.0, "medium": 1.5, "high": 3.0}
+    custom = parse_config(
+        config(monitor(threshold={"method": "robust_z", "z": 4, "severity": {"medium": 2, "high": 5}}))
+    ).monitors[0]
+    assert custom.threshold.detector_params() == {
+        "contamination": 0.01,
+        "threshold_method": "robust_z",
+        "threshold_z": 4.0,
+        "severity_multiples": {"low": 1.0, "medium": 2.0, "high": 5.0},
+    }
+
+
+@pytest.mark.parametrize(
+    ("threshold", "field", "shown"),
+    [
+        ({"method": "top_k"}, "threshold.method", "got 'top_k'"),
+        ({"z": 0}, "threshold.z", "got 0"),
+        ({"severity": {"medium": 0.5}}, "threshold.severity.medium", "got 0.5"),
+        ({"severity": {"low": 2}}, "threshold.severity.low", "got 2"),
+        ({"severity": {"medium": 4, "high": 3}}, "threshold.severity", "high (3.0) must be at least medium (4.0)"),
+    ],
+)
+def test_bad_threshold_settings_name_monitor_and_field(threshold: dict, field: str, shown: str) -> None:
+    message = config_error(config(monitor("payments", threshold=threshold)))
+    assert "monitor 'payments'" in message and f"field {field!r}" in message and shown in message
+
+
+@pytest.mark.parametrize("param", ["threshold_method", "threshold_z", "severity_multiples"])
+def test_threshold_settings_belong_under_threshold(param: str) -> None:
+    message = config_error(config(monitor("payments", detector={"name": "mad", "params": {param: 1}})))
+    assert "payments" in message and param in message and "under 'threshold'" in message
+
+
+# -- normalisation ------------------------------------------------------------------------
+def test_normalise_defaults_and_pca_forms() -> None:
+    n = parse_config(config(monitor())).monitors[0].normalise
+    assert (n.max_null_rate, n.max_onehot, n.pca) == (0.5, 20, None)
+    for given, setting in [(8, 8), (0.95, 0.95), ({"components": 3}, 3), ({"variance": 0.9}, 0.9)]:
+        spec = parse_config(config(monitor(normalise={"pca": given}))).monitors[0]
+        assert spec.normalise.pca.setting == setting
+        assert isinstance(spec.normalise.pca.setting, type(setting))
+
+
+@pytest.mark.parametrize(
+    ("normalise", "field", "shown"),
+    [
+        ({"max_null_rate": 0}, "normalise.max_null_rate", "got 0"),
+        ({"max_null_rate": 1.5}, "normalise.max_null_rate", "got 1.5"),
+        ({"max_onehot": 0}, "normalise.max_onehot", "got 0"),
+        ({"pca": 0}, "normalise.pca.components", "got 0"),
+        ({"pca": 1.5}, "normalise.pca.variance", "got 1.5"),
+        ({"pca": True}, "normalise.pca", "got True"),
+        ({"pca": {"components": 3, "variance": 0.9}}, "normalise.pca", "exactly one"),
+        ({"max_nulls": 0.2}, "normalise.max_nulls", "got 0.2"),
+    ],
+)
+def test_bad_normalise_settings_name_monitor_and_field(normalise: dict, field: str, shown: str) -> None:
+    message = config_error(config(monitor("payments", normalise=normalise)))
+    assert "monitor 'payments'" in message and f"field {field!r}" in message and shown in message
+
+
+# -- supervised detectors --------------------------------------------------------------------
+def test_supervised_detector_without_label_is_a_config_error() -> None:
+    message = config_error(config(monitor("payments", detector={"name": "classifier", "params": {"epochs": 3}})))
+    assert "monitor 'payments'" in message and "supervised" in message and "'label'" in message
+    ok = parse_config(config(monitor("payments", label="is_fraud", detector={"name": "classifier"}))).monitors[0]
+    assert ok.detector.supervised and ok.label == "is_fraud"
+    assert not parse_config(config(monitor(detector={"name": "mad"}))).monitors[0].detector.supervised
