@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from detectors.base import Detector
-from detectors.training import GradNormTrainer, fit_monitored, monitor_params, validation_split
+from detectors.training import GradNormTrainer, auto_batch_size, fit_monitored, monitor_params, validation_split
 
 _CHUNK = 65536
 
@@ -48,6 +48,13 @@ def output_bounds(X: np.ndarray, quantile: float = 0.001, margin: float = 0.1) -
     return low - margin * width, high + margin * width
 
 
+def dense_architecture(d: int, hidden: list[int] | None, latent: int | None) -> tuple[list[int], int]:
+    """Hidden layer sizes and code size: given ones, or one layer of 2d units and a d/3 code (bounded)."""
+    hidden = hidden if hidden is not None else [max(8, min(128, 2 * d))]
+    latent = latent if latent is not None else max(2, min(32, d // 3))
+    return [int(h) for h in hidden], int(latent)
+
+
 class AutoencoderDetector(Detector):
     """Encoder/decoder of dense layers trained on mean squared reconstruction error.
 
@@ -55,7 +62,8 @@ class AutoencoderDetector(Detector):
     add up to the row score (the mean squared error). Training runs under the training
     monitor (:mod:`detectors.training`) on a held-out validation split: it stops on
     overfitting, exploding gradients or no improvement and restores the best weights.
-    ``monitor`` takes :class:`~detectors.training.HealthTracker` settings.
+    ``monitor`` takes :class:`~detectors.training.HealthTracker` settings;
+    ``batch_size=None`` scales the batch with the training rows (:func:`auto_batch_size`).
     """
 
     name = "autoencoder"
@@ -66,7 +74,7 @@ class AutoencoderDetector(Detector):
         hidden: tuple[int, ...] | list[int] | None = None,
         latent: int | None = None,
         epochs: int = 40,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         learning_rate: float = 1e-3,
         validation_split: float = 0.1,
         patience: int = 4,
@@ -85,13 +93,8 @@ class AutoencoderDetector(Detector):
         self.dropout = dropout
         self.monitor = dict(monitor) if monitor else None
 
-    def _architecture(self, d: int) -> tuple[list[int], int]:
-        hidden = self.hidden if self.hidden is not None else [max(8, min(128, 2 * d))]
-        latent = self.latent if self.latent is not None else max(2, min(32, d // 3))
-        return [int(h) for h in hidden], int(latent)
-
     def _build(self, d: int, low: np.ndarray, high: np.ndarray) -> keras.Model:
-        hidden, latent = self._architecture(d)
+        hidden, latent = dense_architecture(d, self.hidden, self.latent)
         inputs = keras.Input(shape=(d,), name="features")
         x = inputs
         for i, units in enumerate(hidden):
@@ -122,7 +125,7 @@ class AutoencoderDetector(Detector):
             X[train_idx],
             X[train_idx],
             epochs=self.epochs,
-            batch_size=self.batch_size,
+            batch_size=int(self.batch_size) if self.batch_size else auto_batch_size(len(train_idx)),
             validation=(X[val_idx], X[val_idx]),
             tracker=tracker,
         )

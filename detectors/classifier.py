@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from detectors.autoencoder import run_chunked
 from detectors.base import Detector
-from detectors.training import GradNormTrainer, fit_monitored, monitor_params
+from detectors.training import GradNormTrainer, auto_batch_size, fit_monitored, monitor_params
 
 _CHUNK = 65536
 MIN_ROWS_PER_CLASS = 2
@@ -84,7 +84,7 @@ class ClassifierDetector(Detector):
     def _batch_size(self, n_train: int) -> int:
         if self.batch_size is not None:
             return int(self.batch_size)
-        return int(np.clip(n_train // 64, 64, 1024))
+        return auto_batch_size(n_train, steps_per_epoch=64, low=64, high=1024)
 
     def _build(self, X: np.ndarray) -> keras.Model:
         """Standardisation is part of the network so gradients and the saved model see raw inputs."""

@@ -254,6 +254,15 @@ class GradNormTrainer(keras.Model):
         return logs
 
 
+def auto_batch_size(n_train: int, steps_per_epoch: int = 32, low: int = 32, high: int = 512) -> int:
+    """A batch size giving about ``steps_per_epoch`` updates per epoch, within ``[low, high]``.
+
+    A fixed batch of 256 gives a 200-row table one update per epoch (it never trains) and a
+    million-row table 4,000 (slow for no gain); scaling with the row count avoids both.
+    """
+    return int(min(high, max(low, n_train // steps_per_epoch)))
+
+
 def validation_split(n: int, fraction: float, random_state: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic (train, validation) row indices; no validation below 20 rows."""
     order = np.random.default_rng(random_state).permutation(n)

@@ -192,7 +192,13 @@ monitors:
     partition_column: created_at
     key: id
     features: [amount, items, latency_ms, payload_kb, discount_pct, channel, country]
-    detector: {{name: autoencoder, params: {{epochs: 30, batch_size: 512}}}}
+    detector:
+      name: ensemble
+      params:
+        members:
+          - {{name: mad}}
+          - {{name: knn}}
+          - {{name: autoencoder, params: {{epochs: 30, batch_size: 512}}}}
     training: {{window: 14, retrain_every: 7, min_partitions: 7}}
     threshold: {{contamination: 0.005}}
     expectations:

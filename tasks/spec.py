@@ -97,7 +97,7 @@ ExpectationSpec = Annotated[NotNull | Between | InSet | Unique | RowCountBetween
 
 # -- monitor parts ------------------------------------------------------------------
 class DetectorSpec(_Strict):
-    name: str = "autoencoder"
+    name: str = "ensemble"
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")

@@ -65,7 +65,7 @@ def test_defaults() -> None:
     assert cfg.results == "sqlite:///tablewatch.db"
     assert cfg.models == "tablewatch-models"
     assert m.results == cfg.results and m.models == cfg.models
-    assert m.detector.name == "autoencoder"
+    assert m.detector.name == "ensemble"
     assert m.training.window == 14 and m.training.retrain_every == 7
     assert m.training.required_partitions == 7
     assert m.threshold.contamination == 0.01
