@@ -26,6 +26,9 @@ class NotFittedError(RuntimeError):
 class Detector:
     """Base class: subclasses implement ``_fit``, ``_feature_scores`` and the state hooks.
 
+    After ``fit``, ``train_scores_`` holds the training rows' scores (as PyOD's
+    ``decision_scores_``); it is not saved with the model.
+
     ``_feature_scores(X)`` returns non-negative per-feature contributions of shape
     ``(n, d)``; the row score is their sum, so explanations always add up to the score.
     Subclasses whose score is not additive override ``score`` and ``explain``.
@@ -75,8 +78,9 @@ class Detector:
         else:
             self._fit(X)
         self.n_features_in_ = X.shape[1]
-        train_scores = self.score(X)
+        train_scores = self._training_scores(X)
         self.threshold_ = self._calibrate(train_scores)
+        self.train_scores_ = train_scores
         self.training_summary_.setdefault("train_rows", int(X.shape[0]))
         self.training_summary_["train_score_quantiles"] = {
             q: float(np.quantile(train_scores, float(q))) for q in ("0.5", "0.9", "0.99")
@@ -85,6 +89,10 @@ class Detector:
 
     def _fit(self, X: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _training_scores(self, X: np.ndarray) -> np.ndarray:
+        """Scores of the training rows for calibration; composites reuse their members' (``train_scores_``)."""
+        return self.score(X)
 
     def _fit_supervised(self, X: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

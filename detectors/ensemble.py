@@ -99,7 +99,7 @@ class EnsembleDetector(Detector):
                 raise ValueError(f"ensemble: member {spec['name']!r} cannot be part of an unsupervised ensemble")
             member = detectors.create(spec["name"], **{"random_state": self.random_state, **spec["params"]})
             member.fit(X)
-            scores = member.score(X)
+            scores = member.train_scores_
             centers.append(float(np.median(scores)))
             scales.append(_robust_scale(scores))
             quantiles.append(np.quantile(scores, _QUANTILES))
@@ -112,6 +112,11 @@ class EnsembleDetector(Detector):
         self.scales_ = np.array(scales)
         self.quantiles_ = np.vstack(quantiles)
         self.training_summary_ = summary
+
+    def _training_scores(self, X: np.ndarray) -> np.ndarray:
+        # The members scored the training rows while fitting; combining those saves a second pass.
+        transformed = [self._transform(i, member.train_scores_) for i, member in enumerate(self.members_)]
+        return np.sum([w * t for w, t in zip(self.weights_, transformed, strict=True)], axis=0)
 
     def _transform(self, i: int, scores: np.ndarray) -> np.ndarray:
         if self.combine == "rank":

@@ -1,0 +1,98 @@
+"""Nearest-neighbour search and the knn / latent_knn families beyond the shared contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import detectors
+from detectors.neighbours import distance_contributions, nearest
+
+
+def brute_force(queries: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    d = np.sqrt(((queries[:, None, :] - reference[None, :, :]) ** 2).sum(axis=2))
+    return np.sort(d, axis=1)[:, :k]
+
+
+def test_nearest_matches_brute_force_on_new_rows() -> None:
+    rng = np.random.default_rng(0)
+    reference, queries = rng.normal(size=(700, 6)), rng.normal(size=(300, 6))
+    dist, index = nearest(queries, reference, 7)
+    np.testing.assert_allclose(dist, brute_force(queries, reference, 7), rtol=1e-12)
+    recomputed = np.sqrt(((queries[:, None, :] - reference[index]) ** 2).sum(axis=2))
+    np.testing.assert_allclose(recomputed, dist, rtol=1e-12)
+
+
+def test_a_reference_row_is_not_its_own_neighbour_but_its_duplicate_is() -> None:
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=(50, 3))
+    reference[1] = reference[0]  # an exact duplicate
+    dist, index = nearest(reference[:2], reference, 3)
+    # Each copy skips one zero-distance match (itself) and still finds the other copy at distance 0.
+    assert dist[0, 0] == 0.0 and dist[1, 0] == 0.0
+    assert dist[0, 1] > 0 and dist[1, 1] > 0
+    assert set(index[:, 0]) <= {0, 1}
+    expected = brute_force(reference[2:3], np.delete(reference, 2, axis=0), 3)
+    np.testing.assert_allclose(nearest(reference[2:3], reference, 3)[0], expected, rtol=1e-12)
+
+
+def test_nearest_with_fewer_reference_rows_than_k() -> None:
+    reference = np.array([[0.0], [1.0], [3.0]])
+    dist, _ = nearest(np.array([[0.0], [10.0]]), reference, 10)
+    assert dist.shape == (2, 2)
+    np.testing.assert_allclose(dist[0], [1.0, 3.0])  # itself skipped
+    np.testing.assert_allclose(dist[1], [7.0, 9.0])
+
+
+def test_distance_contributions_add_up_and_point_at_the_moved_feature() -> None:
+    rng = np.random.default_rng(2)
+    reference = rng.normal(size=(400, 4))
+    row = np.array([[0.0, 0.0, 9.0, 0.0]])
+    dist, index = nearest(row, reference, 5)
+    contributions = distance_contributions(row, reference, dist, index)
+    assert contributions.sum() == pytest.approx(dist.mean())
+    assert contributions.argmax() == 2
+
+
+def test_knn_reference_is_a_seeded_subsample() -> None:
+    X = np.random.default_rng(3).normal(size=(500, 3)).astype(np.float32)
+    a = detectors.create("knn", max_reference=100, random_state=1).fit(X)
+    b = detectors.create("knn", max_reference=100, random_state=1).fit(X)
+    c = detectors.create("knn", max_reference=100, random_state=2).fit(X)
+    assert a.reference_.shape == (100, 3)
+    np.testing.assert_array_equal(a.reference_, b.reference_)
+    assert not np.array_equal(a.reference_, c.reference_)
+    assert a.training_summary_["reference_rows"] == 100
+
+
+def test_knn_ranks_an_isolated_row_above_a_dense_one() -> None:
+    rng = np.random.default_rng(4)
+    X = np.vstack([rng.normal(0, 1, size=(300, 2)), rng.normal(8, 0.2, size=(300, 2))]).astype(np.float32)
+    detector = detectors.create("knn", k=5).fit(X)
+    # (4, 4) lies between the clusters: every single value is ordinary for the table as a whole.
+    scores = detector.score(np.array([[0.0, 0.0], [8.0, 8.0], [4.0, 4.0]], dtype=np.float32))
+    assert scores[2] > 3 * max(scores[0], scores[1])
+
+
+@pytest.mark.parametrize("params", [{"k": 0}, {"max_reference": 1}])
+def test_knn_bad_params_fail_at_fit(params: dict) -> None:
+    detector = detectors.create("knn", **params)
+    with pytest.raises(ValueError, match="knn"):
+        detector.fit(np.zeros((10, 2), dtype=np.float32))
+
+
+def test_latent_knn_terms_are_scaled_and_weighted_by_lam() -> None:
+    X = np.random.default_rng(5).normal(size=(600, 6)).astype(np.float32)
+    ae = {"epochs": 3, "batch_size": 128}
+    only_recon = detectors.create("latent_knn", lam=0.0, autoencoder=ae).fit(X)
+    both = detectors.create("latent_knn", lam=1.0, autoencoder=ae).fit(X)
+    assert only_recon.training_summary_["reference_rows"] == 600
+    recon_scale = only_recon.scales_[0]
+    np.testing.assert_allclose(only_recon.score(X[:50]), only_recon.autoencoder_.score(X[:50]) / recon_scale)
+    assert (both.score(X[:50]) > only_recon.score(X[:50])).all()
+    assert "epochs_run" in both.training_summary_  # the autoencoder trained under the monitor
+
+
+def test_latent_knn_rejects_negative_lam() -> None:
+    with pytest.raises(ValueError, match="lam"):
+        detectors.create("latent_knn", lam=-1.0).fit(np.zeros((30, 2), dtype=np.float32))
