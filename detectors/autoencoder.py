@@ -67,6 +67,7 @@ class AutoencoderDetector(Detector):
     """
 
     name = "autoencoder"
+    squared_score = True
 
     def __init__(
         self,

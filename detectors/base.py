@@ -37,6 +37,9 @@ class Detector:
     name: ClassVar[str] = "base"
     supervised: ClassVar[bool] = False
     """Supervised families need labels ``y`` in ``fit``; the others ignore them."""
+    squared_score: ClassVar[bool] = False
+    """True where the score grows with the square of a deviation (mean squared errors);
+    ensembles take its square root so every member is on a linear scale."""
 
     def __init__(
         self,

@@ -10,7 +10,9 @@ will produce is unknown in advance:
 - ``knn``: mean distance to the nearest training rows (local, density anomalies);
 - ``autoencoder``: reconstruction error (broken correlations between columns).
 
-Each member's score is made unit-free before combining. ``robust_z`` (default):
+Each member's score is made unit-free before combining. Squared-error scores
+(autoencoder, VAE) are first square-rooted, so every member measures deviation on a
+linear scale and no member dominates just by squaring. ``robust_z`` (default):
 ``max(0, (s - median) / scale)`` with the median and robust scale of that member's
 training scores, so "how many robust standard deviations above a typical row" counts
 the same for every member, and a member cannot drag a row below "typical". ``rank``:
@@ -99,7 +101,7 @@ class EnsembleDetector(Detector):
                 raise ValueError(f"ensemble: member {spec['name']!r} cannot be part of an unsupervised ensemble")
             member = detectors.create(spec["name"], **{"random_state": self.random_state, **spec["params"]})
             member.fit(X)
-            scores = member.train_scores_
+            scores = self._linear(member, member.train_scores_)
             centers.append(float(np.median(scores)))
             scales.append(_robust_scale(scores))
             quantiles.append(np.quantile(scores, _QUANTILES))
@@ -118,7 +120,12 @@ class EnsembleDetector(Detector):
         transformed = [self._transform(i, member.train_scores_) for i, member in enumerate(self.members_)]
         return np.sum([w * t for w, t in zip(self.weights_, transformed, strict=True)], axis=0)
 
+    @staticmethod
+    def _linear(member: Detector, scores: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.maximum(scores, 0.0)) if member.squared_score else scores
+
     def _transform(self, i: int, scores: np.ndarray) -> np.ndarray:
+        scores = self._linear(self.members_[i], scores)
         if self.combine == "rank":
             return np.interp(scores, self.quantiles_[i], _QUANTILES)
         return np.maximum((scores - self.centers_[i]) / self.scales_[i], 0.0)

@@ -116,6 +116,7 @@ class VAEDetector(Detector):
     """
 
     name = "vae"
+    squared_score = True
 
     def __init__(
         self,

@@ -70,6 +70,11 @@ def test_member_training_health_is_gathered(X) -> None:
     assert set(summary["members"]) == {"0:mad", "1:autoencoder"}
     assert "epochs_run" in summary["members"]["1:autoencoder"]
     assert isinstance(summary["health_flags"], list)
+    # The autoencoder's mean squared error enters on a linear scale: its square root, standardised.
+    rmse = np.sqrt(ensemble.members_[1].score(X))
+    expected = np.maximum((rmse - ensemble.centers_[1]) / ensemble.scales_[1], 0)
+    np.testing.assert_allclose(ensemble.member_scores(X)["1:autoencoder"], expected, rtol=1e-10)
+    assert ensemble.centers_[1] == pytest.approx(np.median(rmse))
 
 
 @pytest.mark.parametrize(
