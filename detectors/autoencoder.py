@@ -8,8 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from detectors.base import Detector
-from detectors.training import GradNormTrainer, auto_batch_size, fit_monitored, monitor_params, validation_split
+from detectors.training import GradNormTrainer, KerasDetector, validation_split
 
 _CHUNK = 65536
 
@@ -55,15 +54,15 @@ def dense_architecture(d: int, hidden: list[int] | None, latent: int | None) -> 
     return [int(h) for h in hidden], int(latent)
 
 
-class AutoencoderDetector(Detector):
+class AutoencoderDetector(KerasDetector):
     """Encoder/decoder of dense layers trained on mean squared reconstruction error.
 
     Contributions are the per-feature squared errors divided by the feature count, so they
     add up to the row score (the mean squared error). Training runs under the training
     monitor (:mod:`detectors.training`) on a held-out validation split: it stops on
     overfitting, exploding gradients or no improvement and restores the best weights.
-    ``monitor`` takes :class:`~detectors.training.HealthTracker` settings;
-    ``batch_size=None`` scales the batch with the training rows (:func:`auto_batch_size`).
+    Training settings (epochs, batch size, monitor) are those of
+    :class:`~detectors.training.KerasDetector`.
     """
 
     name = "autoencoder"
@@ -74,25 +73,13 @@ class AutoencoderDetector(Detector):
         *,
         hidden: tuple[int, ...] | list[int] | None = None,
         latent: int | None = None,
-        epochs: int = 40,
-        batch_size: int | None = None,
-        learning_rate: float = 1e-3,
-        validation_split: float = 0.1,
-        patience: int = 4,
         dropout: float = 0.0,
-        monitor: dict[str, Any] | None = None,
-        **base: Any,
+        **settings: Any,
     ) -> None:
-        super().__init__(**base)
+        super().__init__(**settings)
         self.hidden = list(hidden) if hidden is not None else None
         self.latent = latent
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.validation_split = validation_split
-        self.patience = patience
         self.dropout = dropout
-        self.monitor = dict(monitor) if monitor else None
 
     def _build(self, d: int, low: np.ndarray, high: np.ndarray) -> keras.Model:
         hidden, latent = dense_architecture(d, self.hidden, self.latent)
@@ -116,20 +103,11 @@ class AutoencoderDetector(Detector):
 
     def _fit(self, X: np.ndarray) -> None:
         keras.utils.set_random_seed(int(self.random_state))
-        tracker = monitor_params({"patience": int(self.patience), **(self.monitor or {})})
         train_idx, val_idx = validation_split(len(X), self.validation_split, int(self.random_state))
         self.model_ = self._build(X.shape[1], *output_bounds(X[train_idx]))
         trainer = GradNormTrainer(self.model_)
         trainer.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse")
-        self.training_summary_ = fit_monitored(
-            trainer,
-            X[train_idx],
-            X[train_idx],
-            epochs=self.epochs,
-            batch_size=int(self.batch_size) if self.batch_size else auto_batch_size(len(train_idx)),
-            validation=(X[val_idx], X[val_idx]),
-            tracker=tracker,
-        )
+        self.training_summary_ = self._train(trainer, X[train_idx], X[train_idx], validation=(X[val_idx], X[val_idx]))
 
     def _reconstruct(self, X: np.ndarray) -> np.ndarray:
         return run_chunked(self.model_, X)

@@ -9,15 +9,14 @@ split maps its logit back to a probability that matches observed frequencies.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from detectors.autoencoder import run_chunked
-from detectors.base import Detector
-from detectors.training import GradNormTrainer, auto_batch_size, fit_monitored, monitor_params
+from detectors.training import GradNormTrainer, KerasDetector
 
 _CHUNK = 65536
 MIN_ROWS_PER_CLASS = 2
@@ -26,7 +25,7 @@ MIN_VALIDATION_ROWS = 20
 """Below this many training rows there is no validation split (as in :func:`detectors.training.validation_split`)."""
 
 
-class ClassifierDetector(Detector):
+class ClassifierDetector(KerasDetector):
     """Dense network on class-weighted binary cross-entropy, Platt-calibrated on held-out rows.
 
     - Training: balanced class weights (``n / (2 * n_class)`` from the training labels) on
@@ -51,40 +50,27 @@ class ClassifierDetector(Detector):
     """
 
     name = "classifier"
+    auto_batch: ClassVar[dict[str, int]] = {"steps_per_epoch": 64, "low": 64, "high": 1024}
     supervised = True
 
     def __init__(
         self,
         *,
         hidden: tuple[int, ...] | list[int] | None = None,
+        dropout: float = 0.0,
         epochs: int = 30,
-        batch_size: int | None = None,
         learning_rate: float = 2e-3,
         validation_split: float = 0.2,
-        patience: int = 4,
-        dropout: float = 0.0,
-        monitor: dict[str, Any] | None = None,
-        **base: Any,
+        **settings: Any,
     ) -> None:
-        super().__init__(**base)
+        super().__init__(epochs=epochs, learning_rate=learning_rate, validation_split=validation_split, **settings)
         self.hidden = list(hidden) if hidden is not None else None
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.validation_split = validation_split
-        self.patience = patience
         self.dropout = dropout
-        self.monitor = dict(monitor) if monitor else None
 
     def _architecture(self, d: int) -> list[int]:
         if self.hidden is not None:
             return [int(h) for h in self.hidden]
         return [max(16, min(64, 2 * d)), max(8, min(32, d))]
-
-    def _batch_size(self, n_train: int) -> int:
-        if self.batch_size is not None:
-            return int(self.batch_size)
-        return auto_batch_size(n_train, steps_per_epoch=64, low=64, high=1024)
 
     def _build(self, X: np.ndarray) -> keras.Model:
         """Standardisation is part of the network so gradients and the saved model see raw inputs."""
@@ -101,8 +87,6 @@ class ClassifierDetector(Detector):
         return keras.Model(inputs, logit, name="classifier")
 
     def _fit_supervised(self, X: np.ndarray, y: np.ndarray) -> None:
-        if not 0.0 <= float(self.validation_split) < 1.0:
-            raise ValueError(f"{self.name}: validation_split must be in [0, 1), got {self.validation_split!r}")
         counts = np.bincount(y, minlength=2)
         if counts.min() < MIN_ROWS_PER_CLASS:
             which = "anomalies (1)" if counts[1] < MIN_ROWS_PER_CLASS else "normal rows (0)"
@@ -111,7 +95,6 @@ class ClassifierDetector(Detector):
                 f"calibrate against; got {int(counts.min())}"
             )
         keras.utils.set_random_seed(int(self.random_state))
-        tracker = monitor_params({"patience": int(self.patience), **(self.monitor or {})})
         train_idx, val_idx = stratified_split(y, self.validation_split, int(self.random_state))
         weights = balanced_class_weights(y[train_idx])
         target = y.astype(np.float32).reshape(-1, 1)
@@ -126,16 +109,7 @@ class ClassifierDetector(Detector):
             optimizer=keras.optimizers.Adam(self.learning_rate),
             loss=keras.losses.BinaryCrossentropy(from_logits=True),
         )
-        summary = fit_monitored(
-            trainer,
-            X[train_idx],
-            target[train_idx],
-            epochs=self.epochs,
-            batch_size=self._batch_size(len(train_idx)),
-            validation=validation,
-            tracker=tracker,
-            class_weight=weights,
-        )
+        summary = self._train(trainer, X[train_idx], target[train_idx], validation=validation, class_weight=weights)
         on_validation = len(np.unique(y[val_idx])) == 2
         calibration_idx, calibration_data = (val_idx, "validation") if on_validation else (train_idx, "training")
         cal_y = y[calibration_idx]

@@ -18,11 +18,13 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from detectors.base import Detector
 
 STOP_MAX_EPOCHS = "max_epochs"
 STOP_NO_IMPROVEMENT = "no_improvement"
@@ -323,3 +325,58 @@ def monitor_params(params: dict[str, Any]) -> HealthTracker:
     if unknown:
         raise ValueError(f"unknown training monitor setting(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     return HealthTracker(**params)
+
+
+class KerasDetector(Detector):
+    """The training settings every Keras family shares, and the monitored fit that uses them.
+
+    ``batch_size=None`` scales the batch with the training rows (:func:`auto_batch_size`,
+    tuned per family by ``auto_batch``); ``monitor`` takes :class:`HealthTracker` settings;
+    ``patience`` is the monitor's early-stopping patience.
+    """
+
+    auto_batch: ClassVar[dict[str, int]] = {}
+
+    def __init__(
+        self,
+        *,
+        epochs: int = 40,
+        batch_size: int | None = None,
+        learning_rate: float = 1e-3,
+        validation_split: float = 0.1,
+        patience: int = 4,
+        monitor: dict[str, Any] | None = None,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_split = validation_split
+        self.patience = patience
+        self.monitor = dict(monitor) if monitor else None
+
+    def _check_settings(self) -> None:
+        super()._check_settings()
+        for pname in ("epochs", "batch_size", "patience"):
+            value = getattr(self, pname)
+            if pname == "batch_size" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{self.name}: {pname} must be an integer >= 1, got {value!r}")
+        if not float(self.learning_rate) > 0:
+            raise ValueError(f"{self.name}: learning_rate must be positive, got {self.learning_rate!r}")
+        if not 0.0 <= float(self.validation_split) < 1.0:
+            raise ValueError(f"{self.name}: validation_split must be in [0, 1), got {self.validation_split!r}")
+        monitor_params(self.monitor or {})  # unknown monitor settings fail before training starts
+
+    def _batch_size(self, n_train: int) -> int:
+        """The given batch size, or one that gives small tables enough steps and large ones few enough."""
+        return int(self.batch_size) if self.batch_size is not None else auto_batch_size(n_train, **self.auto_batch)
+
+    def _train(self, trainer: keras.Model, x: np.ndarray, y: np.ndarray | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Fit ``trainer`` under the training monitor with this detector's settings; the summary."""
+        tracker = monitor_params({"patience": int(self.patience), **(self.monitor or {})})
+        return fit_monitored(
+            trainer, x, y, epochs=self.epochs, batch_size=self._batch_size(len(x)), tracker=tracker, **kwargs
+        )

@@ -17,8 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from detectors.autoencoder import BoundedOutput, dense_architecture, output_bounds
-from detectors.base import Detector
-from detectors.training import auto_batch_size, fit_monitored, global_norm, monitor_params, validation_split
+from detectors.training import KerasDetector, global_norm, validation_split
 
 _CHUNK = 65536
 _LOG_VAR_RANGE = (-8.0, 2.0)
@@ -95,7 +94,7 @@ class VAETrainer(keras.Model):
         return self._logs(*self._elbo_terms(x, training=False))
 
 
-class VAEDetector(Detector):
+class VAEDetector(KerasDetector):
     """Dense variational autoencoder scored by a negative-ELBO estimate.
 
     A row's score is the training loss for that row: half its squared reconstruction
@@ -125,50 +124,25 @@ class VAEDetector(Detector):
         latent: int | None = None,
         beta: float = 1.0,
         n_samples: int = 8,
-        epochs: int = 40,
-        batch_size: int | None = None,
-        learning_rate: float = 1e-3,
-        validation_split: float = 0.1,
-        patience: int = 4,
-        monitor: dict[str, Any] | None = None,
-        **base: Any,
+        **settings: Any,
     ) -> None:
-        super().__init__(**base)
+        super().__init__(**settings)
         self.hidden = list(hidden) if hidden is not None else None
         self.latent = latent
         self.beta = beta
         self.n_samples = n_samples
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.validation_split = validation_split
-        self.patience = patience
-        self.monitor = dict(monitor) if monitor else None
 
     def _check_settings(self) -> None:
         super()._check_settings()
-        for pname in ("n_samples", "epochs", "batch_size"):
-            value = getattr(self, pname)
-            if pname == "batch_size" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"vae: {pname} must be an integer >= 1, got {value!r}")
+        n_samples = self.n_samples
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"vae: n_samples must be an integer >= 1, got {n_samples!r}")
         if self.latent is not None and (isinstance(self.latent, bool) or not int(self.latent) >= 1):
             raise ValueError(f"vae: latent must be >= 1, got {self.latent!r}")
         if self.hidden is not None and any(int(h) < 1 for h in self.hidden):
             raise ValueError(f"vae: hidden layer sizes must be >= 1, got {self.hidden!r}")
         if not (math.isfinite(float(self.beta)) and float(self.beta) >= 0):
             raise ValueError(f"vae: beta must be a finite number >= 0, got {self.beta!r}")
-        if not float(self.learning_rate) > 0:
-            raise ValueError(f"vae: learning_rate must be positive, got {self.learning_rate!r}")
-        if not 0.0 <= float(self.validation_split) < 1.0:
-            raise ValueError(f"vae: validation_split must be in [0, 1), got {self.validation_split!r}")
-
-    def _batch_size(self, n_train: int) -> int:
-        """The given batch size, or one that gives small tables enough steps and large ones few enough."""
-        if self.batch_size is not None:
-            return int(self.batch_size)
-        return auto_batch_size(n_train)
 
     def _build(self, d: int, low: np.ndarray, high: np.ndarray) -> tuple[keras.Model, keras.Model]:
         hidden, latent = dense_architecture(d, self.hidden, self.latent)
@@ -193,19 +167,11 @@ class VAEDetector(Detector):
 
     def _fit(self, X: np.ndarray) -> None:
         keras.utils.set_random_seed(int(self.random_state))
-        tracker = monitor_params({"patience": int(self.patience), **(self.monitor or {})})
         train_idx, val_idx = validation_split(len(X), self.validation_split, int(self.random_state))
         self.encoder_, self.decoder_ = self._build(X.shape[1], *output_bounds(X[train_idx]))
         trainer = VAETrainer(self.encoder_, self.decoder_, beta=float(self.beta), seed=int(self.random_state))
         trainer.compile(optimizer=keras.optimizers.Adam(self.learning_rate))
-        summary = fit_monitored(
-            trainer,
-            X[train_idx],
-            epochs=self.epochs,
-            batch_size=self._batch_size(len(train_idx)),
-            validation=(X[val_idx], None),
-            tracker=tracker,
-        )
+        summary = self._train(trainer, X[train_idx], validation=(X[val_idx], None))
         latent = int(self.decoder_.inputs[0].shape[-1])
         noise_rng = np.random.default_rng([int(self.random_state), 1])  # a stream apart from the split's
         self.noise_ = noise_rng.standard_normal((int(self.n_samples), latent)).astype(np.float32)
