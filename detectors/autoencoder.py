@@ -38,9 +38,14 @@ class BoundedOutput(keras.layers.Layer):
 
 
 def output_bounds(X: np.ndarray, quantile: float = 0.001, margin: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature reconstruction range: the central training quantiles widened by ``margin``."""
-    low = np.quantile(X, quantile, axis=0)
-    high = np.quantile(X, 1.0 - quantile, axis=0)
+    """Per-feature reconstruction range: the central training quantiles widened by ``margin``.
+
+    The quantiles are order statistics rounded inwards, never interpolated towards the most
+    extreme value: on a few hundred rows, interpolating the 0.999 quantile would stretch the
+    range most of the way to a single outlier and let the decoder reconstruct it.
+    """
+    low = np.quantile(X, quantile, axis=0, method="higher")
+    high = np.quantile(X, 1.0 - quantile, axis=0, method="lower")
     width = np.maximum(high - low, 1.0)
     mid = (low + high) / 2
     low, high = np.minimum(low, mid - width / 2), np.maximum(high, mid + width / 2)

@@ -377,6 +377,5 @@ class KerasDetector(Detector):
     def _train(self, trainer: keras.Model, x: np.ndarray, y: np.ndarray | None = None, **kwargs: Any) -> dict[str, Any]:
         """Fit ``trainer`` under the training monitor with this detector's settings; the summary."""
         tracker = monitor_params({"patience": int(self.patience), **(self.monitor or {})})
-        return fit_monitored(
-            trainer, x, y, epochs=self.epochs, batch_size=self._batch_size(len(x)), tracker=tracker, **kwargs
-        )
+        kwargs.setdefault("batch_size", self._batch_size(len(x)))
+        return fit_monitored(trainer, x, y, epochs=self.epochs, tracker=tracker, **kwargs)

@@ -17,6 +17,7 @@ from detectors import NotFittedError
 
 # Small settings so the Keras families train in seconds; families not listed use defaults.
 FAST_PARAMS: dict[str, dict] = {
+    "gan": {"epochs": 5, "batch_size": 256},
     "vae": {"epochs": 5, "batch_size": 256},
     "classifier": {"epochs": 10, "batch_size": 128},
     "latent_knn": {"autoencoder": {"epochs": 5, "batch_size": 256}},
