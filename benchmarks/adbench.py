@@ -25,6 +25,7 @@ import importlib
 import inspect
 import json
 import math
+import os
 import platform
 import random
 import sys
@@ -41,7 +42,17 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout that is no
 
 import detectors  # noqa: E402
 
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "adbench"
+
+def default_data_dir() -> Path:
+    """``$TABLEWATCH_ADBENCH_DIR``, else ``shared/data/adbench`` beside the checkout, else the
+    team machine's ``/work/shared`` (CI clones the repository elsewhere)."""
+    candidates = [REPO_ROOT.parent / "shared" / "data" / "adbench", Path("/work/shared/data/adbench")]
+    if os.environ.get("TABLEWATCH_ADBENCH_DIR"):
+        return Path(os.environ["TABLEWATCH_ADBENCH_DIR"])
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+DEFAULT_DATA_DIR = default_data_dir()
 PYOD_PREFIX = "pyod:"
 PYOD_REFERENCES: tuple[str, ...] = ("pyod:IForest", "pyod:ECOD", "pyod:KNN")
 PYOD_INPUTS = ("raw", "scaled")
