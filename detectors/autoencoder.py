@@ -59,6 +59,25 @@ def dense_architecture(d: int, hidden: list[int] | None, latent: int | None) -> 
     return [int(h) for h in hidden], int(latent)
 
 
+def dense_stack(x, units: list[int], prefix: str, dropout: float = 0.0):
+    """ReLU dense layers named ``<prefix>_dense_<i>``, each followed by dropout when asked."""
+    for i, width in enumerate(units):
+        x = keras.layers.Dense(width, activation="relu", name=f"{prefix}_dense_{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"{prefix}_dropout_{i}")(x)
+    return x
+
+
+def bounded_decoder(
+    latent: int, hidden: list[int], low: np.ndarray, high: np.ndarray, *, name: str, prefix: str, dropout: float = 0.0
+) -> keras.Model:
+    """Code -> mirrored hidden layers -> a reconstruction bounded to ``[low, high]`` per feature."""
+    code_in = keras.Input(shape=(latent,), name="code_in")
+    y = dense_stack(code_in, list(reversed(hidden)), prefix, dropout)  # layers are created (and seeded) in order
+    logits = keras.layers.Dense(len(low), name="reconstruction_logits")(y)
+    return keras.Model(code_in, BoundedOutput(low, high, name="reconstruction")(logits), name=name)
+
+
 class AutoencoderDetector(KerasDetector):
     """Encoder/decoder of dense layers trained on mean squared reconstruction error.
 
@@ -89,21 +108,9 @@ class AutoencoderDetector(KerasDetector):
     def _build(self, d: int, low: np.ndarray, high: np.ndarray) -> keras.Model:
         hidden, latent = dense_architecture(d, self.hidden, self.latent)
         inputs = keras.Input(shape=(d,), name="features")
-        x = inputs
-        for i, units in enumerate(hidden):
-            x = keras.layers.Dense(units, activation="relu", name=f"enc_dense_{i}")(x)
-            if self.dropout:
-                x = keras.layers.Dropout(self.dropout, name=f"enc_dropout_{i}")(x)
-        code = keras.layers.Dense(latent, name="code")(x)
-        encoder = keras.Model(inputs, code, name="encoder")
-
-        code_in = keras.Input(shape=(latent,), name="code_in")
-        y = code_in
-        for i, units in enumerate(reversed(hidden)):
-            y = keras.layers.Dense(units, activation="relu", name=f"dec_dense_{i}")(y)
-        logits = keras.layers.Dense(d, name="reconstruction_logits")(y)
-        outputs = BoundedOutput(low, high, name="reconstruction")(logits)
-        decoder = keras.Model(code_in, outputs, name="decoder")
+        x = dense_stack(inputs, hidden, "enc", self.dropout)
+        encoder = keras.Model(inputs, keras.layers.Dense(latent, name="code")(x), name="encoder")
+        decoder = bounded_decoder(latent, hidden, low, high, name="decoder", prefix="dec")
         return keras.Model(inputs, decoder(encoder(inputs)), name="autoencoder")
 
     def _fit(self, X: np.ndarray) -> None:

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from detectors.autoencoder import BoundedOutput, dense_architecture, output_bounds, run_chunked
+from detectors.autoencoder import bounded_decoder, dense_architecture, dense_stack, output_bounds, run_chunked
 from detectors.training import KerasDetector, global_norm, validation_split
 
 _NETWORKS = ("encoder", "generator", "discriminator")
@@ -197,21 +197,9 @@ class GANDetector(KerasDetector):
         hidden, latent, n_features = self._architecture(d)
 
         inputs = keras.Input(shape=(d,), name="features")
-        x = inputs
-        for i, units in enumerate(hidden):
-            x = keras.layers.Dense(units, activation="relu", name=f"enc_dense_{i}")(x)
-            if self.dropout:
-                x = keras.layers.Dropout(self.dropout, name=f"enc_dropout_{i}")(x)
+        x = dense_stack(inputs, hidden, "enc", self.dropout)
         encoder = keras.Model(inputs, keras.layers.Dense(latent, name="code")(x), name="encoder")
-
-        code_in = keras.Input(shape=(latent,), name="code_in")
-        y = code_in
-        for i, units in enumerate(reversed(hidden)):
-            y = keras.layers.Dense(units, activation="relu", name=f"gen_dense_{i}")(y)
-            if self.dropout:
-                y = keras.layers.Dropout(self.dropout, name=f"gen_dropout_{i}")(y)
-        logits = keras.layers.Dense(d, name="reconstruction_logits")(y)
-        generator = keras.Model(code_in, BoundedOutput(low, high, name="reconstruction")(logits), name="generator")
+        generator = bounded_decoder(latent, hidden, low, high, name="generator", prefix="gen", dropout=self.dropout)
 
         rows = keras.Input(shape=(d,), name="rows")
         z = rows

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from detectors.autoencoder import BoundedOutput, dense_architecture, output_bounds
+from detectors.autoencoder import BoundedOutput, bounded_decoder, dense_architecture, dense_stack, output_bounds
 from detectors.training import KerasDetector, global_norm, validation_split
 
 _CHUNK = 65536
@@ -147,23 +147,14 @@ class VAEDetector(KerasDetector):
     def _build(self, d: int, low: np.ndarray, high: np.ndarray) -> tuple[keras.Model, keras.Model]:
         hidden, latent = dense_architecture(d, self.hidden, self.latent)
         inputs = keras.Input(shape=(d,), name="features")
-        x = inputs
-        for i, units in enumerate(hidden):
-            x = keras.layers.Dense(units, activation="relu", name=f"enc_dense_{i}")(x)
+        x = dense_stack(inputs, hidden, "enc")
         z_mean = keras.layers.Dense(latent, name="z_mean")(x)
         log_var_logits = keras.layers.Dense(latent, name="z_log_var_logits")(x)
         lv_low, lv_high = _LOG_VAR_RANGE
         z_log_var = BoundedOutput([lv_low] * latent, [lv_high] * latent, name="z_log_var")(log_var_logits)
         encoder = keras.Model(inputs, [z_mean, z_log_var], name="encoder")
 
-        code_in = keras.Input(shape=(latent,), name="code_in")
-        y = code_in
-        for i, units in enumerate(reversed(hidden)):
-            y = keras.layers.Dense(units, activation="relu", name=f"dec_dense_{i}")(y)
-        logits = keras.layers.Dense(d, name="reconstruction_logits")(y)
-        outputs = BoundedOutput(low, high, name="reconstruction")(logits)
-        decoder = keras.Model(code_in, outputs, name="decoder")
-        return encoder, decoder
+        return encoder, bounded_decoder(latent, hidden, low, high, name="decoder", prefix="dec")
 
     def _fit(self, X: np.ndarray) -> None:
         keras.utils.set_random_seed(int(self.random_state))
