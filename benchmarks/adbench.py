@@ -41,6 +41,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout that is no
     sys.path.insert(0, str(REPO_ROOT))
 
 import detectors  # noqa: E402
+from tasks import evaluate as evaluate_metrics  # noqa: E402
 
 
 def default_data_dir() -> Path:
@@ -120,30 +121,13 @@ def _check_binary(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def roc_auc_numpy(y: np.ndarray, scores: np.ndarray) -> float:
-    """ROC-AUC as the Mann-Whitney statistic on average ranks, so tied scores count one half."""
-    y, scores = _check_binary(y, scores)
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
-    ends = np.r_[starts[1:], len(scores)]
-    for start, end in zip(starts, ends, strict=True):  # average rank (1-based) over each tie group
-        ranks[order[start:end]] = (start + end + 1) / 2.0
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    """ROC-AUC with ties counted one half: the pipeline's own implementation (``tasks.evaluate``)."""
+    return float(evaluate_metrics.roc_auc(*_check_binary(y, scores)))
 
 
 def average_precision_numpy(y: np.ndarray, scores: np.ndarray) -> float:
-    """Average precision as scikit-learn defines it: sum over thresholds of (R_n - R_{n-1}) P_n, no interpolation."""
-    y, scores = _check_binary(y, scores)
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores, sorted_y = scores[order], y[order]
-    last_of_group = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(y) - 1]  # one threshold per distinct score
-    tps = np.cumsum(sorted_y)[last_of_group].astype(np.float64)
-    precision = tps / (last_of_group + 1)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    """Average precision as scikit-learn defines it: the pipeline's own implementation (``tasks.evaluate``)."""
+    return float(evaluate_metrics.average_precision(*_check_binary(y, scores)))
 
 
 def _sklearn_metrics() -> Any | None:

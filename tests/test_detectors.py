@@ -14,6 +14,7 @@ import pytest
 
 import detectors
 from detectors import NotFittedError
+from tasks.evaluate import roc_auc
 
 # Small settings so the Keras families train in seconds; families not listed use defaults.
 FAST_PARAMS: dict[str, dict] = {
@@ -52,34 +53,6 @@ def fit(detector, X: np.ndarray, y: np.ndarray | None = None):
     if detector.supervised:
         return detector.fit(X, labels_for(X) if y is None else y)
     return detector.fit(X)
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC-AUC as the Mann-Whitney statistic, with tied scores given their average rank."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("ROC-AUC needs both classes")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0  # average 1-based rank of the tie group
-        i = j + 1
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def test_roc_auc_helper() -> None:
-    y = np.array([0, 0, 1, 1])
-    assert roc_auc(y, np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
-    assert roc_auc(y, np.array([0.4, 0.3, 0.2, 0.1])) == 0.0
-    assert roc_auc(y, np.array([1.0, 1.0, 1.0, 1.0])) == 0.5
-    assert roc_auc(np.array([0, 1, 0, 1]), np.array([0.1, 0.2, 0.2, 0.3])) == pytest.approx(0.875)
 
 
 # -- data ----------------------------------------------------------------------------
