@@ -238,16 +238,18 @@ def train_model(
     matrix = normaliser.transform(data)
     detector = detectors.create(spec.detector.name, **{**spec.threshold.detector_params(), **spec.detector.params})
     try:
-        if supervised:
-            detector.fit(matrix, y)
-        else:
-            detector.fit(matrix)
+        detector.fit(matrix, y)  # unsupervised detectors are given y=None
     except ValueError as exc:
         raise ModelError(f"{spec.name} {day}: training detector {spec.detector.name!r} failed: {exc}") from exc
 
     evaluation = None
     if labels is not None:
-        scores = detector.score(matrix if supervised else normaliser.transform(window))
+        # The fit already scored every row it trained on; only the label-1 rows it left out are new.
+        scores = np.empty(len(window))
+        fitted_rows = np.ones(len(window), dtype=bool) if supervised else labels != 1
+        scores[fitted_rows] = detector.train_scores_
+        if not fitted_rows.all():
+            scores[~fitted_rows] = detector.score(normaliser.transform(window.loc[~fitted_rows]))
         evaluation = {
             "scope": "training window (in-sample)" if supervised else "training window (label-1 rows not fitted)",
             **evaluate(labels, scores, float(detector.threshold_)).as_dict(),
