@@ -26,6 +26,10 @@ import tensorflow as tf
 
 from detectors.base import Detector
 
+# Same seed, same model: without this, TensorFlow may pick reduction orders per run, and a few
+# ulps early in training can change where the monitor stops (seen once as a 2x score difference).
+tf.config.experimental.enable_op_determinism()
+
 STOP_MAX_EPOCHS = "max_epochs"
 STOP_NO_IMPROVEMENT = "no_improvement"
 STOP_OVERFITTING = "overfitting"
