@@ -129,7 +129,22 @@ tw_metrics = sa.Table(
     sa.Index("ix_tw_metrics_monitor_model", "monitor", "model_version"),
 )
 
-PARTITION_TABLES = (tw_anomalies, tw_validations, tw_metrics)
+tw_scores = sa.Table(
+    "tw_scores",
+    metadata,
+    # Every scored row, written only for monitors with ``store_scores: true``. No surrogate
+    # key: the table is bulk-loaded (COPY) and read by (monitor, partition_date).
+    sa.Column("monitor", sa.String(63), nullable=False),
+    sa.Column("partition_date", sa.Date, nullable=False),
+    sa.Column("row_key", sa.String(255), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("is_anomaly", sa.Boolean, nullable=False),
+    sa.Column("model_version", sa.String(120), nullable=False),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Index("ix_tw_scores_monitor_partition", "monitor", "partition_date"),
+)
+
+PARTITION_TABLES = (tw_anomalies, tw_validations, tw_metrics, tw_scores)
 """Tables whose rows belong to one monitor-partition and are replaced on every rerun."""
 
 

@@ -261,6 +261,9 @@ class MonitorSpec(_Strict):
     threshold: ThresholdSpec = Field(default_factory=ThresholdSpec)
     normalise: NormaliseSpec = Field(default_factory=NormaliseSpec)
     expectations: list[ExpectationSpec] = Field(default_factory=list)
+    store_scores: bool = Field(
+        default=False, description="also write every row's score to tw_scores (one row per source row)"
+    )
     results: str | None = None
     models: str | None = None
 
