@@ -209,6 +209,56 @@ def report(
         out.print()
 
 
+db_app = typer.Typer(
+    help="The results database's schema: upgrade it after installing a new tablewatch, or check where it stands.",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+
+
+def _results_urls(config: Path) -> list[str]:
+    """Every distinct results database of the config: the global one and any a monitor overrides it with."""
+    from tasks.spec import load_config
+
+    cfg = load_config(config)
+    return list(dict.fromkeys([cfg.results, *(m.results_url for m in cfg.monitors)]))
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: Path = ConfigOption) -> None:
+    """Migrate every results database of the config to this version's schema; existing results are kept."""
+    from tasks.db import redact
+    from tasks.migrate import upgrade
+
+    for url in _results_urls(config):
+        before, after = upgrade(url)
+        if before == after:
+            out.print(f"{redact(url)}: already at {after}", highlight=False, markup=False, soft_wrap=True)
+        else:
+            out.print(f"{redact(url)}: {before or 'none'} -> {after}", highlight=False, markup=False, soft_wrap=True)
+
+
+@db_app.command("current")
+def db_current(config: Path = ConfigOption) -> None:
+    """Show each results database's schema revision; exit 1 when any is not the one this version needs."""
+    from tasks.db import redact
+    from tasks.migrate import SchemaOutOfDateError, require_current
+
+    behind = False
+    for url in _results_urls(config):
+        try:
+            revision = require_current(url, config)
+        except SchemaOutOfDateError as exc:
+            behind = True
+            out.print(
+                str(exc), highlight=False, markup=False, soft_wrap=True
+            )  # names the database, both revisions, the fix
+        else:
+            out.print(f"{redact(url)}: {revision} (current)", highlight=False, markup=False, soft_wrap=True)
+    if behind:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr, never a traceback."""
     from tasks.errors import TablewatchError

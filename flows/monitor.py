@@ -13,10 +13,9 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from tasks.evaluate import evaluate_task
-from tasks.extract import extract_task
-from tasks.normalise import normalise_task
+from tasks.extract import open_partition_task
 from tasks.report import build_report, publish_report_task
-from tasks.score import score_task
+from tasks.scan import scan_task
 from tasks.spec import MonitorSpec
 from tasks.store import (
     RunRecord,
@@ -27,8 +26,8 @@ from tasks.store import (
     utcnow,
     write_partition_task,
 )
-from tasks.train import train_or_load_task
-from tasks.validate import ValidationOutcome, validate_partition, validate_task
+from tasks.train import ModelChoice, train_or_load_task
+from tasks.validate import ValidationOutcome
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,12 @@ def _summary(run: RunRecord) -> RunSummary:
 
 @flow(name="monitor-table", flow_run_name="{monitor.name}/{partition_date}", validate_parameters=True)
 def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
-    """Extract, validate, train or load, normalise, score, report and write one partition."""
+    """Inspect the source, train or load the model, scan the partition (extract, validate,
+    normalise and score, batch by batch), evaluate, report and write it.
+
+    Per-stage seconds go to ``tw_runs.stage_seconds``: inspect, train, extract,
+    validate, normalise, score, evaluate, report, write.
+    """
     logger = get_run_logger()
     run = RunRecord(
         run_id=str(uuid.uuid4()),
@@ -78,16 +82,25 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
         started_at=utcnow(),
         flow_run_id=flow_run.get_id(),
     )
-    prepare_results_db(monitor.results_url)
+    prepare_results_db(monitor.results_url, auto_upgrade=monitor.auto_upgrade is not False)
+    scan = None
     try:
-        with _stage(run, "extract"):
-            partition = extract_task(monitor, partition_date)
-        run.rows_read = len(partition.frame)
-        with _stage(run, "validate"):
-            validation: ValidationOutcome = validate_task(partition.frame, monitor, partition.features)
+        with _stage(run, "inspect"):
+            partition = open_partition_task(monitor, partition_date)
+        missing = partition.missing_columns(monitor)
+        choice = ModelChoice(None)
+        if missing:
+            logger.warning("%s: column(s) %s missing from %s", monitor.name, ", ".join(missing), monitor.table)
+        else:
+            with _stage(run, "train"):
+                choice = train_or_load_task(monitor, partition_date, partition.source, partition.features)
+        model = choice.model
+        scan = scan_task(monitor, partition, model)
+        for name, seconds in scan.seconds.items():
+            run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + seconds
+        run.rows_read = scan.rows
+        validation: ValidationOutcome = scan.validation
 
-        anomalies = None
-        training_note = None
         training_summary = None
         metrics = None
         if not validation.passed:
@@ -95,45 +108,30 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
             failed = ", ".join(f"{r.expectation}({r.column or ''})" for r in validation.critical_failures)
             run.note = f"critical expectations failed: {failed}"
             logger.warning("%s %s quarantined: %s", monitor.name, partition_date, failed)
+        elif model is None:
+            run.status, run.note = "warming_up", choice.warming_up
+            logger.info("%s", choice.warming_up)
         else:
-            with _stage(run, "train"):
-                choice = train_or_load_task(
-                    monitor,
-                    partition_date,
-                    partition.source,
-                    partition.features,
-                    lambda frame: validate_partition(frame, monitor, partition.features),
-                )
-            training_note = choice.trained_because
-            if choice.model is None:
-                run.status, run.note = "warming_up", choice.warming_up
-                logger.info("%s", choice.warming_up)
-            else:
-                model = choice.model
-                run.model_version = model.version
-                with _stage(run, "normalise"):
-                    matrix = normalise_task(partition.frame, model.normaliser)
-                with _stage(run, "score"):
-                    scored = score_task(partition.frame, matrix, model, monitor)
-                anomalies = scored.anomalies
-                run.rows_scored, run.anomalies, run.status = scored.rows_scored, scored.anomaly_count, "succeeded"
-                training_summary = model.summary
-                if monitor.label:
-                    with _stage(run, "evaluate"):
-                        metrics = evaluate_task(
-                            partition.frame,
-                            scored.scores,
-                            label=monitor.label,
-                            monitor=monitor.name,
-                            partition_date=partition_date,
-                            run_id=run.run_id,
-                            model_version=model.version,
-                            threshold=scored.threshold,
-                            # The training-window evaluation belongs to the day the model was trained for.
-                            model_evaluation=model.summary.get("evaluation")
-                            if model.trained_for == partition_date
-                            else None,
-                        )
+            run.model_version = model.version
+            run.rows_scored, run.anomalies, run.status = scan.rows, len(scan.anomalies), "succeeded"
+            training_summary = model.summary
+            if monitor.label:
+                with _stage(run, "evaluate"):
+                    metrics = evaluate_task(
+                        scan.labels,
+                        scan.scores,
+                        monitor=monitor.name,
+                        partition_date=partition_date,
+                        run_id=run.run_id,
+                        model_version=model.version,
+                        threshold=scan.threshold,
+                        # The training-window evaluation belongs to the day the model was trained for.
+                        model_evaluation=model.summary.get("evaluation")
+                        if model.trained_for == partition_date
+                        else None,
+                    )
+        training_note = choice.trained_because
+        anomalies = scan.anomalies
 
         with _stage(run, "report"):
             report = build_report(
@@ -147,7 +145,8 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
             )
         run.finished_at = utcnow()
         with _stage(run, "write"):
-            write_partition_task(monitor.results_url, run, validation, anomalies, report.row, metrics)
+            scores = scan.spool.batches() if scan.spool is not None else None
+            write_partition_task(monitor.results_url, run, validation, anomalies, report.row, metrics, scores)
         finish_run(monitor.results_url, run)
         publish_report_task(report)
         logger.info(
@@ -167,3 +166,6 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
         except Exception as store_exc:  # the results DB itself is down: say so, keep the original error
             logger.error("could not record the failed run in %s: %s", monitor.name, store_exc)
         raise
+    finally:
+        if scan is not None:
+            scan.close()

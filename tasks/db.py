@@ -1,11 +1,69 @@
-"""Engines for source and results databases, one per URL per process."""
+"""Engines for source and results databases, one per URL per process.
+
+SQLite files are opened by two SQLite libraries in one process: Python's ``sqlite3``
+(through SQLAlchemy) and the copy built into the ADBC driver (fast Arrow reads). SQLite
+forbids exactly that while both have the file open: POSIX locks belong to the process,
+so one library closing its file descriptor silently drops the other's locks ("disk I/O
+error", and at worst a corrupted file; sqlite.org/howtocorrupt.html, section 2.2).
+``sqlite_gate`` therefore lets only one library at a time hold a given file open, and
+SQLAlchemy's SQLite engines keep no idle connections (``NullPool``), so a file is only
+held while a statement or transaction uses it.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+GATE_TIMEOUT_S = 600.0
+
+
+class _LibraryGate:
+    """Admits any number of users of one library, never users of both libraries at once."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._inside = {"sqlite3": 0, "adbc": 0}
+
+    def enter(self, library: str) -> None:
+        other = "adbc" if library == "sqlite3" else "sqlite3"
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._inside[other] == 0, timeout=GATE_TIMEOUT_S):
+                raise TimeoutError(f"waited {GATE_TIMEOUT_S:.0f} s for {other} to close the SQLite file")
+            self._inside[library] += 1
+
+    def leave(self, library: str) -> None:
+        with self._cond:
+            self._inside[library] -= 1
+            self._cond.notify_all()
+
+
+_GATES: dict[str, _LibraryGate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def _gate(path: str) -> _LibraryGate:
+    key = os.path.realpath(path)
+    with _GATES_LOCK:
+        return _GATES.setdefault(key, _LibraryGate())
+
+
+@contextmanager
+def sqlite_gate(path: str, library: str) -> Iterator[None]:
+    """Hold SQLite file ``path`` open for ``library`` ('sqlite3' or 'adbc'); see the module docstring."""
+    gate = _gate(path)
+    gate.enter(library)
+    try:
+        yield
+    finally:
+        gate.leave(library)
 
 
 def redact(url: str) -> str:
@@ -21,9 +79,25 @@ def get_engine(url: str) -> sa.Engine:
     """A pooled engine; SQLite gets a busy timeout so concurrent runs wait instead of failing."""
     parsed = make_url(url)
     kwargs: dict = {"pool_pre_ping": True}
+    sqlite_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
+    if sqlite_file:
+        kwargs["poolclass"] = NullPool
     engine = sa.create_engine(url, **kwargs)
+    if sqlite_file:
+        gate = _gate(parsed.database)
+
+        @sa.event.listens_for(engine.pool, "checkout")
+        def _enter(_dbapi_conn, record, _proxy):
+            gate.enter("sqlite3")
+            record.info["tw_gate"] = True
+
+        @sa.event.listens_for(engine.pool, "checkin")
+        def _leave(_dbapi_conn, record):
+            if record is not None and record.info.pop("tw_gate", False):
+                gate.leave("sqlite3")
+
     if parsed.get_backend_name() == "sqlite":
 
         @sa.event.listens_for(engine, "connect")

@@ -184,10 +184,9 @@ _METRICS = ("precision", "recall", "f1", "roc_auc", "pr_auc")
 
 
 def evaluate_partition(
-    frame: pd.DataFrame,
+    labels: np.ndarray,
     scores: np.ndarray,
     *,
-    label: str,
     monitor: str,
     partition_date: date,
     run_id: str,
@@ -197,11 +196,13 @@ def evaluate_partition(
 ) -> list[dict[str, Any]]:
     """The partition's ``tw_metrics`` row, plus the model-scope row when the model was trained for this day.
 
+    ``labels`` are the partition's labels as ``labels_from`` gives them, ``scores`` its scores.
+
     ``model_evaluation`` is the training-window evaluation from the model's summary; pass
     it only for the partition the model was trained for, so each model has one such row.
     """
     keys = {"monitor": monitor, "partition_date": partition_date, "run_id": run_id, "model_version": model_version}
-    evaluation = evaluate(labels_from(frame[label]), scores, threshold)
+    evaluation = evaluate(np.asarray(labels), scores, threshold)
     rows = [metrics_row(evaluation, scope="partition", threshold=threshold, **keys)]
     if model_evaluation:
         rows.append(metrics_row(model_evaluation, scope="model", threshold=threshold, **keys))

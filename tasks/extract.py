@@ -8,19 +8,21 @@ are compared as ISO strings, which orders correctly for both dates and timestamp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from adbc_driver_manager import Error as AdbcError
+from adbc_driver_manager import OperationalError as AdbcOperationalError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 
 from tasks.db import get_engine, redact
 from tasks.errors import SourceUnavailableError, retry_if_transient
+from tasks.readers import BATCH_ROWS, AdbcTypeError, read_batches
 from tasks.spec import MonitorSpec
 
 _NUMERIC_TYPES = (sa.Integer, sa.Numeric, sa.Float)
@@ -93,39 +95,72 @@ def _day_bounds(column: sa.Column, start: date, end: date, dialect: str) -> list
     return [col >= _bound(column, start, dialect), col < _bound(column, end, dialect)]
 
 
-def read_range(spec: MonitorSpec, source: SourceSchema, start: date, end: date) -> pd.DataFrame:
-    """Rows with ``start <= partition_column < end``; only the wanted columns that exist."""
+def _read_expr(column: sa.Column, spec: MonitorSpec) -> sa.ColumnElement:
+    """How a column is selected: exact decimals as floats (pandas and the detectors need
+    numbers, not Decimal objects), and types with no plain Arrow form (uuid, json,
+    intervals) as text, so every driver hands out the same kinds of values."""
+    kind = column.type
+    if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float):
+        return sa.cast(column, sa.Float).label(column.name)
+    if isinstance(kind, (sa.Integer, sa.Float, sa.String, sa.Date, sa.DateTime, sa.Boolean)):
+        return column
+    if column.name == spec.partition_column:
+        return column
+    return sa.cast(column, sa.String).label(column.name)
+
+
+def partition_select(spec: MonitorSpec, source: SourceSchema, start: date, end: date) -> sa.Select:
+    """SELECT of the wanted columns that exist, for ``start <= partition_column < end``."""
     existing = set(source.columns)
-    cols = [source.table.c[name] for name in wanted_columns(spec, source) if name in existing]
     if spec.partition_column not in existing:
         raise SourceUnavailableError(
             f"monitor {spec.name!r}: partition column {spec.partition_column!r} not in table {spec.table!r}"
         )
-    engine = get_engine(spec.source)
-    pcol = source.table.c[spec.partition_column]
-    stmt = sa.select(*cols).where(*_day_bounds(pcol, start, end, engine.dialect.name))
+    cols = [_read_expr(source.table.c[name], spec) for name in wanted_columns(spec, source) if name in existing]
+    dialect = get_engine(spec.source).dialect.name
+    return sa.select(*cols).where(*_day_bounds(source.table.c[spec.partition_column], start, end, dialect))
+
+
+def stream_range(
+    spec: MonitorSpec,
+    source: SourceSchema,
+    start: date,
+    end: date,
+    *,
+    batch_rows: int = BATCH_ROWS,
+    prefer_adbc: bool = True,
+) -> Iterator[pd.DataFrame]:
+    """Rows with ``start <= partition_column < end`` as DataFrames of at most ``batch_rows`` rows.
+
+    At least one frame is yielded (empty when the range has no rows), so the columns
+    that exist are always known. A failing read is a SourceUnavailableError; lost
+    connections and server errors are marked transient (worth a retry).
+    """
+    stmt = partition_select(spec, source, start, end)
     try:
-        with engine.connect() as conn:
-            result = conn.execute(stmt)
-            rows = result.fetchall()
-            names = list(result.keys())
-    except SQLAlchemyError as exc:
+        for table in read_batches(spec.source, stmt, batch_rows=batch_rows, prefer_adbc=prefer_adbc):
+            yield table.to_pandas()
+    except AdbcTypeError:
+        raise
+    except (SQLAlchemyError, AdbcError) as exc:
         raise SourceUnavailableError(
             f"monitor {spec.name!r}: reading {spec.table!r} from {redact(spec.source)} failed: "
-            f"{getattr(exc, 'orig', exc)}",
-            transient=isinstance(exc, OperationalError),
+            f"{_first_line(getattr(exc, 'orig', None) or exc)}",
+            transient=isinstance(exc, (OperationalError, AdbcOperationalError)),
         ) from None
-    frame = pd.DataFrame.from_records(rows, columns=names)
-    return _coerce_numeric(frame, source)
 
 
-def _coerce_numeric(frame: pd.DataFrame, source: SourceSchema) -> pd.DataFrame:
-    """DECIMAL columns arrive as Python Decimals; make them floats so pandas sees numbers."""
-    for name in frame.columns:
-        if name in source.numeric and frame[name].dtype == object:
-            if frame[name].map(lambda v: v is None or isinstance(v, (int, float, Decimal))).all():
-                frame[name] = frame[name].astype("float64")
-    return frame
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def read_range(spec: MonitorSpec, source: SourceSchema, start: date, end: date) -> pd.DataFrame:
+    """All rows of the range in one DataFrame (small ranges: tests, the naive reference)."""
+    try:
+        frames = list(stream_range(spec, source, start, end))
+    except AdbcTypeError:
+        frames = list(stream_range(spec, source, start, end, prefer_adbc=False))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def extract_partition(spec: MonitorSpec, day: date, source: SourceSchema | None = None) -> pd.DataFrame:
@@ -137,10 +172,10 @@ def extract_partition(spec: MonitorSpec, day: date, source: SourceSchema | None 
 def partition_of(frame: pd.DataFrame, spec: MonitorSpec) -> pd.Series:
     """The partition (calendar day) of each row, from the partition column."""
     values = frame[spec.partition_column]
-    if values.dtype == object:
-        values = values.astype(str).str.slice(0, 10)
-        return pd.to_datetime(values, format="%Y-%m-%d", errors="coerce").dt.date
-    return pd.to_datetime(values).dt.date
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.dt.date
+    values = values.astype(str).str.slice(0, 10)
+    return pd.to_datetime(values, format="%Y-%m-%d", errors="coerce").dt.date
 
 
 def list_partitions(spec: MonitorSpec, before: date, source: SourceSchema | None = None) -> list[date]:
@@ -177,43 +212,32 @@ def list_partitions(spec: MonitorSpec, before: date, source: SourceSchema | None
     return days
 
 
-def extract_partitions(
-    spec: MonitorSpec, days: list[date], source: SourceSchema | None = None
-) -> dict[date, pd.DataFrame]:
-    """Several partitions in one query over their range, split by day."""
-    if not days:
-        return {}
-    source = source or reflect_source(spec)
-    frame = read_range(spec, source, min(days), max(days) + timedelta(days=1))
-    part = partition_of(frame, spec)
-    wanted = set(days)
-    return {
-        day: group.reset_index(drop=True)
-        for day, group in frame.groupby(np.asarray(part, dtype=object), sort=True)
-        if day in wanted
-    }
-
-
 @dataclass(frozen=True)
 class Partition:
-    """One extracted partition with the source schema and feature list it was read with."""
+    """A partition about to be read: its day, the source schema and the resolved feature list."""
 
     day: date
     source: SourceSchema
     features: list[str]
-    frame: pd.DataFrame
+
+    def missing_columns(self, spec: MonitorSpec) -> list[str]:
+        """Columns the monitor relies on that the table no longer has (the partition will be quarantined)."""
+        from tasks.validate import schema_columns
+
+        existing = set(self.source.columns)
+        return [c for c in schema_columns(spec, self.features) if c not in existing]
 
 
-def extract(spec: MonitorSpec, day: date) -> Partition:
-    """Reflect the source, resolve the features and read the partition."""
+def open_partition(spec: MonitorSpec, day: date) -> Partition:
+    """Reflect the source and resolve the features; reading the rows is left to the scan."""
     source = reflect_source(spec)
-    return Partition(day, source, feature_columns(spec, source), extract_partition(spec, day, source))
+    return Partition(day, source, feature_columns(spec, source))
 
 
 # -- Prefect wrapper -------------------------------------------------------------------
-extract_task = task(
-    extract,
-    name="extract",
+open_partition_task = task(
+    open_partition,
+    name="inspect-source",
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[2, 10],

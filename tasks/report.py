@@ -9,6 +9,7 @@ monitor with a label column, the evaluation metrics written to ``tw_metrics``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,11 @@ def _metric(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _parsed(contributions: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Contributions as the scan keeps them (JSON text) or as lists."""
+    return json.loads(contributions) if isinstance(contributions, str) else contributions
+
+
 def _top_rows(anomalies: pd.DataFrame | None) -> list[dict[str, Any]]:
     if anomalies is None or anomalies.empty:
         return []
@@ -131,7 +137,7 @@ def _top_rows(anomalies: pd.DataFrame | None) -> list[dict[str, Any]]:
             "row_key": r.row_key,
             "score": round(float(r.score), 4),
             "severity": r.severity,
-            "top_features": ", ".join(f"{c['feature']} ({c['share']:.0%})" for c in r.contributions[:3]),
+            "top_features": ", ".join(f"{c['feature']} ({c['share']:.0%})" for c in _parsed(r.contributions)[:3]),
         }
         for r in top.itertuples()
     ]

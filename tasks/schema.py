@@ -1,5 +1,9 @@
 """The result tables, defined once, in SQLAlchemy Core.
 
+This is the schema the code reads and writes; the migrations in
+``tablewatch_sql/migrations`` create and upgrade databases to it (``tasks.migrate``), and
+a test keeps the two identical.
+
 Every row carries the monitor, the partition and the run id (and, where there is one,
 the model version), so any number in a report can be traced back to its run.
 """
@@ -146,34 +150,3 @@ tw_scores = sa.Table(
 
 PARTITION_TABLES = (tw_anomalies, tw_validations, tw_metrics, tw_scores)
 """Tables whose rows belong to one monitor-partition and are replaced on every rerun."""
-
-
-def ensure_schema(engine: sa.Engine) -> None:
-    """Create the result tables that are missing and add nullable columns newer code expects.
-
-    Databases created by an earlier version keep their data: a missing nullable column
-    (e.g. ``tw_daily_reports.training_flags``) is added with ALTER TABLE, so inserts
-    from this version do not fail on them.
-    """
-    metadata.create_all(engine, checkfirst=True)
-    _add_missing_columns(engine)
-
-
-def _add_missing_columns(engine: sa.Engine) -> None:
-    inspector = sa.inspect(engine)
-    preparer = engine.dialect.identifier_preparer
-    for table in metadata.sorted_tables:
-        existing = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in existing or not column.nullable:
-                continue
-            ddl = (
-                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
-                f"{preparer.format_column(column)} {column.type.compile(dialect=engine.dialect)}"
-            )
-            try:
-                with engine.begin() as conn:
-                    conn.execute(sa.text(ddl))
-            except sa.exc.DBAPIError:  # another run added it first
-                if column.name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
-                    raise

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+import pyarrow as pa
 
 from tasks.spec import MonitorSpec
 from tasks.train import Model
@@ -32,7 +34,8 @@ class ScoredPartition:
 
 
 def score_partition(frame: pd.DataFrame, matrix: np.ndarray, model: Model, spec: MonitorSpec) -> ScoredPartition:
-    """Score the normalised ``matrix`` of ``frame``; explain only the flagged rows (cheap)."""
+    """Score the normalised ``matrix`` of ``frame`` (a whole partition or one batch of it);
+    explain only the flagged rows, which keeps explanations cheap."""
     detector = model.detector
     scores = detector.score(matrix)
     flagged = np.flatnonzero(scores > detector.threshold_)
@@ -44,7 +47,7 @@ def score_partition(frame: pd.DataFrame, matrix: np.ndarray, model: Model, spec:
         contributions = top_features(rows, per_feature, features)
     anomalies = pd.DataFrame(
         {
-            "row_key": frame[spec.key].iloc[flagged].map(_key_text).to_numpy(),
+            "row_key": key_texts(frame[spec.key].iloc[flagged]),
             "score": scores[flagged].astype(float),
             "threshold": float(detector.threshold_),
             "severity": detector.severity(scores[flagged]),
@@ -84,6 +87,13 @@ def top_features(rows: pd.DataFrame, per_feature: np.ndarray, features: list[str
     return out
 
 
+def key_texts(keys: pd.Series) -> np.ndarray:
+    """Row keys as the text stored in ``row_key``."""
+    if pd.api.types.is_integer_dtype(keys):
+        return keys.astype(str).to_numpy(dtype=object)
+    return keys.map(_key_text).to_numpy(dtype=object)
+
+
 def _key_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -103,5 +113,47 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-# -- Prefect wrapper -------------------------------------------------------------------
-score_task = task(score_partition, name="score", cache_policy=NO_CACHE)
+SCORES_SCHEMA = pa.schema([("row_key", pa.string()), ("score", pa.float64()), ("is_anomaly", pa.bool_())])
+
+
+class ScoreSpool:
+    """Every row's score in a temporary Arrow IPC file, appended batch by batch.
+
+    ``store_scores`` monitors write one ``tw_scores`` row per source row; keeping those
+    on local disk instead of in memory lets a partition of any size be scored in bounded
+    memory, and the results database sees them only in the write stage's transaction.
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="tablewatch-scores-", suffix=".arrow", dir=directory)
+        os.close(fd)
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = pa.ipc.new_stream(self.path, SCORES_SCHEMA)
+        self.rows = 0
+
+    def append(self, keys: np.ndarray, scores: np.ndarray, flagged: np.ndarray) -> None:
+        assert self._writer is not None, "append after finish"
+        batch = pa.record_batch(
+            [pa.array(keys, pa.string()), pa.array(scores, pa.float64()), pa.array(flagged, pa.bool_())],
+            schema=SCORES_SCHEMA,
+        )
+        self._writer.write_batch(batch)
+        self.rows += len(keys)
+
+    def finish(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def batches(self) -> Iterator[pa.Table]:
+        """The spooled scores, one Arrow table per appended batch."""
+        self.finish()
+        with pa.ipc.open_stream(self.path) as reader:
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+
+    def discard(self) -> None:
+        self.finish()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

@@ -150,6 +150,11 @@ def _threshold_keys(params: set[str]) -> str:
 class TrainingSpec(_Strict):
     window: int = Field(default=14, ge=1, description="valid past partitions used for training")
     retrain_every: int = Field(default=7, ge=1, description="partitions (days) a model is used for")
+    max_rows: int = Field(
+        default=250_000,
+        ge=100,
+        description="rows sampled uniformly from the window to train on; bounds training memory and time",
+    )
     min_partitions: int | None = Field(
         default=None, ge=1, description="fewest valid past partitions to train on (default: min(7, window))"
     )
@@ -266,6 +271,7 @@ class MonitorSpec(_Strict):
     )
     results: str | None = None
     models: str | None = None
+    auto_upgrade: bool | None = Field(default=None, description="set globally; see Config.auto_upgrade")
 
     @field_validator("name")
     @classmethod
@@ -319,6 +325,10 @@ class MonitorSpec(_Strict):
 class Config(_Strict):
     results: str = "sqlite:///tablewatch.db"
     models: str = Field(default="tablewatch-models", description="directory for model artifacts")
+    auto_upgrade: bool = Field(
+        default=True,
+        description="flows migrate a results database that is behind; false: they refuse and name the command",
+    )
     monitors: list[MonitorSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -328,7 +338,13 @@ class Config(_Strict):
         if dupes:
             raise ValueError(f"monitor names must be unique; repeated: {', '.join(dupes)}")
         filled = [
-            m.model_copy(update={"results": m.results or self.results, "models": m.models or self.models})
+            m.model_copy(
+                update={
+                    "results": m.results or self.results,
+                    "models": m.models or self.models,
+                    "auto_upgrade": self.auto_upgrade if m.auto_upgrade is None else m.auto_upgrade,
+                }
+            )
             for m in self.monitors
         ]
         object.__setattr__(self, "monitors", filled)

@@ -1,32 +1,39 @@
 """Store: write one monitor-partition's results in one transaction, replacing any earlier run.
 
 ``write_partition`` deletes the partition's rows from every per-partition table
-(anomalies, validations, metrics, the daily report, the run) and inserts the new ones
-inside a single transaction, so a rerun never duplicates and a
-failure half-way leaves the previous results intact. A failed run only replaces the
+(anomalies, validations, metrics, scores, the daily report, the run) and inserts the
+new ones inside a single transaction, so a rerun never duplicates and a failure
+half-way leaves the previous results intact. Anomalies and per-row scores are
+bulk-loaded (``tasks.bulk``). A failed run only replaces the
 ``tw_runs`` row: earlier anomalies stay until a successful rerun replaces them.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks import migrate
+from tasks.bulk import constant_columns, insert_arrow
 from tasks.db import get_engine
 from tasks.errors import retry_if_transient
 from tasks.schema import (
-    ensure_schema,
+    PARTITION_TABLES,
     tw_anomalies,
     tw_daily_reports,
     tw_metrics,
     tw_runs,
+    tw_scores,
     tw_validations,
 )
 from tasks.validate import ValidationOutcome
@@ -73,9 +80,30 @@ class RunRecord:
         }
 
 
-def prepare_results_db(url: str) -> None:
-    """Create missing result tables; called once per flow run before anything is written."""
-    ensure_schema(get_engine(url))
+def prepare_results_db(url: str, auto_upgrade: bool = True) -> None:
+    """Bring the results database to this code's schema (or refuse); called before anything is written.
+
+    ``auto_upgrade`` runs the migrations (a no-op at head; safe when several runs start at
+    once); without it a database that is behind is a SchemaOutOfDateError naming
+    ``tablewatch db upgrade``.
+    """
+    if auto_upgrade:
+        migrate.upgrade(url)
+    else:
+        migrate.require_current(url)
+
+
+def _readable(url: str) -> bool:
+    """Whether there is anything to read: False for a database tablewatch never wrote to.
+
+    A database at another schema revision raises (reading it could return wrong columns).
+    """
+    if migrate.current_revision(url) is None:
+        with get_engine(url).connect() as conn:
+            if not any(n.startswith("tw_") for n in sa.inspect(conn).get_table_names()):
+                return False
+    migrate.require_current(url)
+    return True
 
 
 def _replace_run(conn: sa.Connection, run: RunRecord) -> None:
@@ -92,15 +120,25 @@ def write_partition(
     anomalies: pd.DataFrame | None,
     report: dict[str, Any],
     metrics: list[dict[str, Any]] | None = None,
+    scores: Iterable[pa.Table] | None = None,
 ) -> None:
     """Replace everything stored for ``run``'s monitor-partition, atomically.
 
-    ``metrics`` are ``tw_metrics`` rows (see ``tasks.evaluate``); a rerun without them
-    (no label, quarantined, warming up) leaves none behind for the partition.
+    ``anomalies`` (row_key, score, threshold, severity, contributions as JSON text or
+    lists) and ``scores`` (Arrow tables of row_key, score, is_anomaly, e.g. from a
+    ``ScoreSpool``) are bulk-loaded (see ``tasks.bulk``); ``metrics`` are ``tw_metrics``
+    rows (see ``tasks.evaluate``). A rerun without some of them (no label, quarantined,
+    warming up, scores not stored) leaves none of those behind for the partition.
     """
     key = (run.monitor, run.partition_date)
+    stamp = {
+        "monitor": run.monitor,
+        "partition_date": run.partition_date,
+        "model_version": run.model_version,
+        "run_id": run.run_id,
+    }
     with get_engine(url).begin() as conn:
-        for table in (tw_anomalies, tw_validations, tw_metrics):
+        for table in PARTITION_TABLES:
             conn.execute(table.delete().where(table.c.monitor == key[0], table.c.partition_date == key[1]))
         conn.execute(
             tw_daily_reports.delete().where(
@@ -127,25 +165,30 @@ def write_partition(
                 ],
             )
         if anomalies is not None and len(anomalies):
-            frame = anomalies.assign(
-                monitor=run.monitor,
-                partition_date=run.partition_date,
-                model_version=run.model_version,
-                run_id=run.run_id,
-            )
-            conn.execute(tw_anomalies.insert(), _sql_records(frame))
+            insert_arrow(conn, tw_anomalies, [constant_columns(_anomaly_table(anomalies), stamp)])
+        if scores is not None:
+            insert_arrow(conn, tw_scores, (constant_columns(batch, stamp) for batch in scores))
         if metrics:
             conn.execute(tw_metrics.insert(), _null_nan(metrics))
         conn.execute(tw_daily_reports.insert().values(**report))
 
 
-def _sql_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as dicts with missing values as None: pandas hands out NaN, which PostgreSQL
-    would store as the float NaN (or the text 'NaN') instead of NULL."""
-    return _null_nan(frame.to_dict("records"))
+def _anomaly_table(anomalies: pd.DataFrame) -> pa.Table:
+    contributions = [c if isinstance(c, str) else json.dumps(c) for c in anomalies["contributions"]]
+    return pa.table(
+        {
+            "row_key": pa.array(anomalies["row_key"].to_numpy(dtype=object), pa.string(), from_pandas=True),
+            "score": pa.array(anomalies["score"].to_numpy(dtype=float), pa.float64()),
+            "threshold": pa.array(anomalies["threshold"].to_numpy(dtype=float), pa.float64()),
+            "severity": pa.array(anomalies["severity"].to_numpy(dtype=object), pa.string(), from_pandas=True),
+            "contributions": pa.array(contributions, pa.string()),
+        }
+    )
 
 
 def _null_nan(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Missing values as None: pandas hands out NaN, which PostgreSQL would store as the
+    float NaN (or the text 'NaN') instead of NULL."""
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()} for rec in records]
 
 
@@ -185,8 +228,9 @@ def runs_for(config: Config, monitors: list[str], start: date, end: date) -> lis
     for spec in config.monitors:
         if spec.name not in monitors:
             continue
+        if not _readable(spec.results_url):
+            continue
         engine = get_engine(spec.results_url)
-        ensure_schema(engine)
         stmt = (
             sa.select(tw_runs)
             .where(tw_runs.c.monitor == spec.name, tw_runs.c.partition_date.between(start, end))
@@ -204,8 +248,9 @@ def daily_reports(config: Config, monitors: list[str], day: date) -> tuple[list[
     for spec in config.monitors:
         if spec.name not in monitors:
             continue
+        if not _readable(spec.results_url):
+            continue
         engine = get_engine(spec.results_url)
-        ensure_schema(engine)
         t = tw_daily_reports
         with engine.connect() as conn:
             found += [

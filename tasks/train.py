@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -43,11 +43,11 @@ from detectors import Detector
 from tasks.db import get_engine
 from tasks.errors import InsufficientHistoryError, ModelError
 from tasks.evaluate import evaluate, labels_from
-from tasks.extract import SourceSchema, extract_partitions, list_partitions
+from tasks.extract import Partition, SourceSchema, list_partitions
 from tasks.normalise import Normaliser
 from tasks.schema import tw_models, tw_runs
-from tasks.spec import MonitorSpec, NormaliseSpec, ThresholdSpec
-from tasks.validate import ValidationOutcome
+from tasks.spec import MonitorSpec, NormaliseSpec, ThresholdSpec, TrainingSpec
+from tasks.validate import PartitionValidator
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,8 @@ def config_hash(spec: MonitorSpec) -> str:
         "label": spec.label,
         "window": spec.training.window,
     }
+    if spec.training.max_rows != TrainingSpec.model_fields["max_rows"].default:
+        relevant["max_rows"] = spec.training.max_rows
     # Sections added later count only when set away from their defaults, so upgrading
     # does not retrain every model whose config did not change.
     for name, value, default in (
@@ -151,13 +153,7 @@ class ModelChoice:
     warming_up: str | None = None
 
 
-def train_or_load(
-    spec: MonitorSpec,
-    day: date,
-    source: SourceSchema,
-    features: list[str],
-    validate: Callable[[pd.DataFrame], ValidationOutcome],
-) -> ModelChoice:
+def train_or_load(spec: MonitorSpec, day: date, source: SourceSchema, features: list[str]) -> ModelChoice:
     """Load the current model for ``day`` or train a new one when due."""
     row = current_model_row(spec, day)
     reason = retrain_reason(spec, day, row)
@@ -165,39 +161,84 @@ def train_or_load(
         assert row is not None
         return ModelChoice(load_model(row))
     try:
-        model, _ = train_model(spec, day, source, features, validate)
+        model, _ = train_model(spec, day, source, features)
     except InsufficientHistoryError as exc:
         return ModelChoice(None, warming_up=str(exc))
     return ModelChoice(model, trained_because=reason)
 
 
 # -- training ------------------------------------------------------------------------
+class _TrainingDay:
+    """Consumes one candidate day's batches: validates them (unless already known valid)
+    and keeps a uniform random sample of at most ``cap`` rows (seeded by monitor and day)."""
+
+    def __init__(self, spec: MonitorSpec, features: list[str], day: date, validate: bool, cap: int) -> None:
+        self.validator = PartitionValidator(spec, features) if validate else None
+        self.cap = cap
+        self.rng = np.random.default_rng(zlib.crc32(f"{spec.name}:{day.isoformat()}".encode()))
+        self.kept: pd.DataFrame | None = None
+        self.keys = np.zeros(0)
+        self.seen = 0
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if self.validator is not None:
+            self.validator.add(frame)
+        frame = frame.assign(_tw_order=np.arange(self.seen, self.seen + len(frame)))
+        self.seen += len(frame)
+        keys = self.rng.random(len(frame))
+        kept = frame if self.kept is None else pd.concat([self.kept, frame], ignore_index=True)
+        keys = np.concatenate([self.keys, keys])
+        if len(kept) > self.cap:
+            chosen = np.argpartition(keys, self.cap - 1)[: self.cap]
+            kept, keys = kept.iloc[chosen].reset_index(drop=True), keys[chosen]
+        self.kept, self.keys = kept, keys
+
+    def discard(self) -> None:
+        self.kept = None
+
+    @property
+    def valid(self) -> bool:
+        return self.validator is None or self.validator.outcome().passed
+
+    def rows(self) -> pd.DataFrame:
+        assert self.kept is not None
+        return self.kept.sort_values("_tw_order", kind="stable").drop(columns="_tw_order").reset_index(drop=True)
+
+
 def train_model(
-    spec: MonitorSpec,
-    day: date,
-    source: SourceSchema,
-    features: list[str],
-    validate: Callable[[pd.DataFrame], ValidationOutcome],
+    spec: MonitorSpec, day: date, source: SourceSchema, features: list[str]
 ) -> tuple[Model, dict[str, Any]]:
-    """Fit normaliser and detector on the previous ``window`` valid partitions; save and register them."""
+    """Fit normaliser and detector on the previous ``window`` valid partitions; save and register them.
+
+    Each candidate day is read in batches; days not yet known to be valid are validated
+    on the way, and at most ``training.max_rows / window`` rows a day are kept (a uniform
+    sample), so training memory does not grow with the size of the partitions.
+    """
+    from tasks.scan import consume_partition  # scan imports this module for Model
+
     candidates, statuses = training_days(spec, day, source)
-    frames = extract_partitions(spec, candidates, source=source)
-    chosen: list[date] = []
+    cap = max(1, -(-spec.training.max_rows // spec.training.window))
+    chosen: dict[date, pd.DataFrame] = {}
     rejected: list[str] = []
-    for d in sorted(frames, reverse=True):
+    for d in sorted(candidates, reverse=True):
         if len(chosen) == spec.training.window:
             break
-        if statuses.get(d) not in VALID_STATUSES and not validate(frames[d]).passed:
+        needs_check = statuses.get(d) not in VALID_STATUSES
+        make = lambda d=d, check=needs_check: _TrainingDay(spec, features, d, check, cap)  # noqa: E731
+        sample = consume_partition(spec, Partition(d, source, features), make)
+        if sample.seen == 0:
+            continue
+        if not sample.valid:
             rejected.append(d.isoformat())
             continue
-        chosen.append(d)
-    chosen.sort()
+        chosen[d] = sample.rows()
     needed = spec.training.required_partitions
     if len(chosen) < needed:
         raise InsufficientHistoryError(
             f"{len(chosen)} valid earlier partition(s), training needs {needed} (training.min_partitions)"
         )
-    window = pd.concat([frames[d] for d in chosen], ignore_index=True)
+    window = pd.concat([chosen[d] for d in sorted(chosen)], ignore_index=True)
+    chosen_days = sorted(chosen)
     labels = labels_from(window[spec.label]) if spec.label and spec.label in window.columns else None
     supervised = spec.detector.supervised
     y: np.ndarray | None = None
@@ -281,7 +322,7 @@ def train_model(
         "config_hash": config_hash(spec),
         "trained_at": datetime.now(UTC),
         "trained_for": day,
-        "training_partitions": [d.isoformat() for d in chosen],
+        "training_partitions": [d.isoformat() for d in chosen_days],
         "rows": int(matrix.shape[0]),
         "threshold": float(detector.threshold_),
         "training_summary": summary,

@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -112,48 +113,168 @@ def _to_gx(exp: Any, gxe: Any):
 
 
 def validate_partition(frame: pd.DataFrame, spec: MonitorSpec, features: list[str]) -> ValidationOutcome:
-    """Run the monitor's suite over one partition."""
-    with _GX_LOCK:
-        batch_definition = _batch_definition()  # also activates the GX context suites need
-        suite = build_suite(spec, features)
-        batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        result = batch.validate(suite)
-    return ValidationOutcome([_summarise(r) for r in result.results])
+    """Run the monitor's suite over one partition held in memory."""
+    validator = PartitionValidator(spec, features)
+    validator.add(frame)
+    return validator.outcome()
 
 
-def _summarise(r: Any) -> ExpectationResult:
-    config = r.expectation_config
-    kwargs = config.kwargs
-    res = dict(r.result or {})
-    exc = r.exception_info or {}
-    raised = bool(exc.get("raised_exception")) if isinstance(exc, dict) else False
-    details: dict[str, Any] = {}
-    if raised:
-        message = str(exc.get("exception_message") or "expectation could not be evaluated")
-        observed: str | None = f"error: {message.splitlines()[0][:200]}"
-    elif "observed_value" in res:
-        observed = _jsonable_text(res["observed_value"])
-    elif "unexpected_count" in res:
-        pct = res.get("unexpected_percent")
-        observed = f"{res['unexpected_count']} unexpected" + (f" ({pct:.2f}%)" if isinstance(pct, (int, float)) else "")
-    else:
-        observed = None
-    for k in ("element_count", "unexpected_count", "unexpected_percent", "missing_count"):
-        if k in res and res[k] is not None:
-            details[k] = res[k]
-    if res.get("partial_unexpected_list"):
-        details["sample_unexpected"] = [_jsonable_text(v) for v in res["partial_unexpected_list"][:5]]
-    for k in ("min_value", "max_value", "mostly"):
-        if kwargs.get(k) is not None:
-            details[k] = kwargs[k]
-    return ExpectationResult(
-        expectation=str(config.type),
-        column=kwargs.get("column"),
-        severity=str(getattr(config.severity, "value", config.severity) or "critical").lower(),
-        success=bool(r.success),
-        observed_value=observed,
-        details=details,
-    )
+class PartitionValidator:
+    """The monitor's GX suite over a partition that arrives in batches.
+
+    Each batch is validated by Great Expectations; the per-batch results are then
+    combined into the result for the whole partition, exactly where the expectation is
+    a count (row-level expectations: element, missing and unexpected counts add up, and
+    ``mostly`` is applied to the totals; the row count is the sum). ``unique`` is checked
+    across batches by 64-bit hashes of the non-null values (a false duplicate needs a hash
+    collision, odds about n^2 / 2^65). Memory: one batch, plus 8 bytes per row of each
+    ``unique`` column.
+    """
+
+    def __init__(self, spec: MonitorSpec, features: list[str]) -> None:
+        self.spec = spec
+        self.features = features
+        self._suite = None
+        self._parts: dict[tuple[str, str, int], _Partial] = {}
+        self._hashes: dict[str, list[np.ndarray]] = {}
+        self.rows = 0
+
+    def add(self, frame: pd.DataFrame) -> None:
+        with _GX_LOCK:
+            batch_definition = _batch_definition()  # also activates the GX context suites need
+            if self._suite is None:
+                self._suite = build_suite(self.spec, self.features)
+            result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(self._suite)
+        self.rows += len(frame)
+        seen: dict[tuple[str, str], int] = {}
+        for r in result.results:
+            key = _key(r.expectation_config)
+            nth = seen[key] = seen.get(key, -1) + 1
+            partial = _Partial.from_gx(r)
+            full_key = (*key, nth)
+            if full_key in self._parts:
+                self._parts[full_key].merge(partial)
+            else:
+                self._parts[full_key] = partial
+            if partial.type == "expect_column_values_to_be_unique" and partial.column in frame.columns:
+                column = frame[partial.column].dropna()
+                self._hashes.setdefault(partial.column, []).append(pd.util.hash_array(column.to_numpy()))
+
+    def outcome(self) -> ValidationOutcome:
+        if self._suite is None:
+            raise RuntimeError("PartitionValidator.outcome() before any batch was added")
+        for part in self._parts.values():
+            if part.type == "expect_column_values_to_be_unique" and part.column in self._hashes:
+                part.unexpected_count = _duplicated(np.concatenate(self._hashes[part.column]))
+        return ValidationOutcome([p.finish(self.rows) for p in self._parts.values()])
+
+
+def _key(config: Any) -> tuple[str, str]:
+    return str(config.type), json.dumps(config.kwargs, sort_keys=True, default=str)
+
+
+def _duplicated(hashes: np.ndarray) -> int:
+    """Rows whose value occurs more than once (what GX counts as unexpected for ``unique``)."""
+    if hashes.size == 0:
+        return 0
+    _, counts = np.unique(hashes, return_counts=True)
+    return int(counts[counts > 1].sum())
+
+
+_SAMPLE = 20
+
+
+@dataclass
+class _Partial:
+    """One expectation's result over the batches seen so far."""
+
+    type: str
+    kwargs: dict[str, Any]
+    severity: str
+    success: bool
+    observed: Any = None
+    element_count: int | None = None
+    missing_count: int | None = None
+    unexpected_count: int | None = None
+    sample: list[Any] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def column(self) -> str | None:
+        return self.kwargs.get("column")
+
+    @classmethod
+    def from_gx(cls, r: Any) -> _Partial:
+        config = r.expectation_config
+        res = dict(r.result or {})
+        exc = r.exception_info or {}
+        error = None
+        if isinstance(exc, dict) and exc.get("raised_exception"):
+            message = str(exc.get("exception_message") or "expectation could not be evaluated")
+            error = f"error: {message.splitlines()[0][:200]}"
+        return cls(
+            type=str(config.type),
+            kwargs=dict(config.kwargs),
+            severity=str(getattr(config.severity, "value", config.severity) or "critical").lower(),
+            success=bool(r.success),
+            observed=res.get("observed_value"),
+            element_count=res.get("element_count"),
+            missing_count=res.get("missing_count"),
+            unexpected_count=res.get("unexpected_count"),
+            sample=list(res.get("partial_unexpected_list") or [])[:_SAMPLE],
+            error=error,
+        )
+
+    def merge(self, other: _Partial) -> None:
+        self.success = self.success and other.success  # only kept for kinds finish() does not recompute
+        self.error = self.error or other.error
+        for name in ("element_count", "missing_count", "unexpected_count"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine is not None or theirs is not None:
+                setattr(self, name, (mine or 0) + (theirs or 0))
+        self.sample = (self.sample + other.sample)[:_SAMPLE]
+
+    def finish(self, rows: int) -> ExpectationResult:
+        details: dict[str, Any] = {}
+        observed: str | None = None
+        success = self.success
+        if self.error:
+            success, observed = False, self.error
+        elif self.type == "expect_table_row_count_to_be_between":
+            low, high = self.kwargs.get("min_value"), self.kwargs.get("max_value")
+            success = (low is None or rows >= low) and (high is None or rows <= high)
+            observed = _jsonable_text(rows)
+        elif self.unexpected_count is not None and self.element_count is not None:
+            # Row-level: GX's rule on the totals. not_null counts nulls among all rows;
+            # every other kind judges the non-null values only.
+            base = self.element_count
+            if self.type != "expect_column_values_to_not_be_null":
+                base -= self.missing_count or 0
+            mostly = self.kwargs.get("mostly")
+            mostly = 1.0 if mostly is None else float(mostly)
+            success = base == 0 or (base - self.unexpected_count) / base >= mostly
+            pct = 100.0 * self.unexpected_count / base if base else 0.0
+            observed = f"{self.unexpected_count} unexpected ({pct:.2f}%)"
+            details["unexpected_percent"] = pct
+        elif self.observed is not None:
+            observed = _jsonable_text(self.observed)
+        for name in ("element_count", "unexpected_count", "missing_count"):
+            value = getattr(self, name)
+            if value is not None:
+                details[name] = value
+        if self.sample:
+            details["sample_unexpected"] = [_jsonable_text(v) for v in self.sample[:5]]
+        for k in ("min_value", "max_value", "mostly"):
+            if self.kwargs.get(k) is not None:
+                details[k] = self.kwargs[k]
+        return ExpectationResult(
+            expectation=self.type,
+            column=self.column,
+            severity=self.severity,
+            success=bool(success),
+            observed_value=observed,
+            details=details,
+        )
 
 
 def _jsonable_text(value: Any) -> str:

@@ -15,6 +15,18 @@ os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 SMALL_PLAN = DemoPlan(days=12, rows_per_day=500, point_per_day=4, combination_per_day=2, shift_days=(10,), broken_day=8)
 
 
+@pytest.fixture
+def backend_url(backend, tmp_path):
+    """A results/source database URL for the test's ``backend`` parameter ('sqlite' or 'postgresql')."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'results.db'}"
+        return
+    from pgutil import isolated_pg_url
+
+    with isolated_pg_url() as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """A temporary Prefect API for the whole session (~20 s to start, once)."""

@@ -122,15 +122,15 @@ def test_labels_count_only_one_as_anomaly() -> None:
 
 
 def test_partition_rows_with_and_without_the_model_scope() -> None:
-    frame = pd.DataFrame({"y": [0, 0, 1, 1]})
-    keys = dict(label="y", monitor="m", partition_date=date(2026, 1, 5), run_id="r1", model_version="v1")
-    (row,) = evaluate_partition(frame, S, threshold=0.35, **keys)
+    labels = labels_from(pd.Series([0, 0, 1, 1]))
+    keys = dict(monitor="m", partition_date=date(2026, 1, 5), run_id="r1", model_version="v1")
+    (row,) = evaluate_partition(labels, S, threshold=0.35, **keys)
     assert row["scope"] == "partition" and row["partition_date"] == date(2026, 1, 5)
     assert (row["n_rows"], row["n_positive"], row["true_positives"]) == (4, 2, 1)
     assert row["roc_auc"] == pytest.approx(0.75) and row["note"] is None
 
     stored = evaluate(np.zeros(4), S, threshold=0.35).as_dict()  # as kept in the model's summary
-    rows = evaluate_partition(frame, S, threshold=0.35, model_evaluation=stored, **keys)
+    rows = evaluate_partition(labels, S, threshold=0.35, model_evaluation=stored, **keys)
     assert [r["scope"] for r in rows] == ["partition", "model"]
     assert rows[1]["roc_auc"] is None and "one class" in rows[1]["note"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import UTC, date, datetime
 
@@ -13,16 +12,14 @@ import sqlalchemy as sa
 
 from tasks.errors import SourceUnavailableError
 from tasks.evaluate import evaluate, evaluate_partition
-from tasks.extract import extract, extract_partition, list_partitions, reflect_source
+from tasks.extract import extract_partition, list_partitions, open_partition, reflect_source
 from tasks.report import build_report
-from tasks.schema import ensure_schema, tw_anomalies, tw_daily_reports, tw_metrics, tw_models, tw_runs, tw_validations
+from tasks.schema import tw_anomalies, tw_metrics, tw_models, tw_runs, tw_validations
 from tasks.score import score_partition
 from tasks.spec import MonitorSpec, parse_config
 from tasks.store import RunRecord, prepare_results_db, write_partition
 from tasks.train import config_hash, load_model, retrain_reason, save_bundle, train_model, train_or_load
 from tasks.validate import ValidationOutcome, validate_partition
-
-PG_URL = os.environ.get("TABLEWATCH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def spec_for(url: str, **overrides) -> MonitorSpec:
@@ -92,26 +89,27 @@ def test_missing_table_is_a_clear_source_error(events_db):
 
 def test_default_features_are_numeric_columns_but_key_and_partition(events_db):
     spec = spec_for(events_db, features=None)
-    assert extract(spec, date(2026, 1, 1)).features == ["value"]
+    assert open_partition(spec, date(2026, 1, 1)).features == ["value"]
 
 
 def test_validation_quarantines_on_critical_failure_and_only_records_warnings(events_db):
     spec = spec_for(events_db)
-    part = extract(spec, date(2026, 1, 4))
-    outcome = validate_partition(part.frame, spec, part.features)
+    part = open_partition(spec, date(2026, 1, 4))
+    outcome = validate_partition(extract_partition(spec, part.day), spec, part.features)
     assert not outcome.passed
     assert [(r.expectation, r.column) for r in outcome.critical_failures] == [
         ("expect_column_values_to_be_between", "value")
     ]
     assert [r.expectation for r in outcome.warnings] == ["expect_table_row_count_to_be_between"]
-    ok = validate_partition(extract(spec, date(2026, 1, 1)).frame, spec, part.features)
+    ok = validate_partition(extract_partition(spec, date(2026, 1, 1)), spec, part.features)
     assert ok.passed and ok.outcome == "passed"
 
 
 def test_missing_feature_column_fails_the_schema_expectation(events_db):
     spec = spec_for(events_db, features=["value", "gone"])
-    part = extract(spec, date(2026, 1, 1))
-    outcome = validate_partition(part.frame, spec, part.features)
+    part = open_partition(spec, date(2026, 1, 1))
+    assert part.missing_columns(spec) == ["gone"]
+    outcome = validate_partition(extract_partition(spec, part.day), spec, part.features)
     assert ("expect_column_to_exist", "gone") in [(r.expectation, r.column) for r in outcome.critical_failures]
 
 
@@ -146,30 +144,10 @@ def _count(url: str, table: sa.Table) -> int:
         return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
 
 
-def _results_urls(tmp_path):
-    urls = [f"sqlite:///{tmp_path / 'results.db'}"]
-    try:
-        with sa.create_engine(PG_URL).connect():
-            pass
-    except Exception:
-        return urls, "no PostgreSQL server answers at " + PG_URL
-    return urls + [PG_URL], None
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_write_replaces_a_partition_atomically(tmp_path, backend):
-    urls, reason = _results_urls(tmp_path)
-    if backend == "postgresql":
-        if reason:
-            pytest.skip(reason)
-        url = PG_URL
-        engine = sa.create_engine(url)
-        with engine.begin() as conn:  # a clean slate for this test's rows
-            for t in ("tw_anomalies", "tw_validations", "tw_daily_reports", "tw_runs", "tw_metrics"):
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS {t}"))
-    else:
-        url = urls[0]
-    ensure_schema(sa.create_engine(url))
+def test_write_replaces_a_partition_atomically(backend_url):
+    url = backend_url
+    prepare_results_db(url)
     day = date(2026, 1, 1)
     validation = ValidationOutcome([])
     report = lambda run: build_report(run, validation, _anomalies(3), []).row  # noqa: E731
@@ -286,8 +264,8 @@ def labelled_spec(url: str, tmp_path, **overrides) -> MonitorSpec:
 
 
 def train_for(spec: MonitorSpec, day: date):
-    part = extract(spec, day)
-    return train_model(spec, day, part.source, part.features, lambda f: validate_partition(f, spec, part.features))
+    part = open_partition(spec, day)
+    return train_model(spec, day, part.source, part.features)
 
 
 def stored_model(spec: MonitorSpec, version: str) -> sa.Row:
@@ -357,8 +335,8 @@ def test_supervised_training_fits_every_row_with_the_label(labelled_db, tmp_path
 
 def test_supervised_window_without_both_classes_is_warming_up(labelled_db, tmp_path):
     spec = labelled_spec(labelled_db, tmp_path, label="quiet_label", detector={"name": "classifier"})
-    part = extract(spec, date(2026, 3, 6))
-    choice = train_or_load(spec, date(2026, 3, 6), part.source, part.features, lambda f: ValidationOutcome([]))
+    part = open_partition(spec, date(2026, 3, 6))
+    choice = train_or_load(spec, date(2026, 3, 6), part.source, part.features)
     assert choice.model is None
     assert "0 row(s) labelled 1" in choice.warming_up and "'quiet_label'" in choice.warming_up
 
@@ -403,37 +381,19 @@ def test_config_hash_ignores_new_sections_left_at_their_defaults(tmp_path):
 def _metrics(run: RunRecord, model_scope: bool = False) -> list[dict]:
     keys = dict(monitor=run.monitor, partition_date=run.partition_date, run_id=run.run_id, model_version="m1")
     stored = evaluate(np.array([0, 0, 0, 0]), np.array([0.1, 0.2, 0.3, 0.9]), 0.5).as_dict()
-    frame = pd.DataFrame({"y": [0, 0, 1, 1]})
     return evaluate_partition(
-        frame,
+        np.array([0, 0, 1, 1]),
         np.array([0.1, 0.4, 0.35, 0.8]),
-        label="y",
         threshold=0.5,
         model_evaluation=stored if model_scope else None,
         **keys,
     )
 
 
-def _clean_pg(url: str) -> None:
-    with sa.create_engine(url).begin() as conn:
-        for t in ("tw_anomalies", "tw_validations", "tw_daily_reports", "tw_runs", "tw_metrics"):
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS {t}"))
-
-
-def _backend_url(tmp_path, backend: str) -> str:
-    urls, reason = _results_urls(tmp_path)
-    if backend == "sqlite":
-        return urls[0]
-    if reason:
-        pytest.skip(reason)
-    _clean_pg(PG_URL)
-    return PG_URL
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_metrics_are_written_with_the_partition_and_replaced_on_rerun(tmp_path, backend):
-    url = _backend_url(tmp_path, backend)
-    ensure_schema(sa.create_engine(url))
+def test_metrics_are_written_with_the_partition_and_replaced_on_rerun(backend_url):
+    url = backend_url
+    prepare_results_db(url)
     day = date(2026, 1, 1)
     validation = ValidationOutcome([])
 
@@ -465,27 +425,6 @@ def test_metrics_are_written_with_the_partition_and_replaced_on_rerun(tmp_path, 
         write_partition(url, _run(day), validation, None, build_report(fourth, validation, None, []).row, broken)
     with sa.create_engine(url).connect() as conn:
         assert conn.execute(sa.select(tw_metrics.c.run_id)).scalars().all() == [fourth.run_id]
-
-
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_ensure_schema_adds_columns_missing_from_an_older_database(tmp_path, backend):
-    url = _backend_url(tmp_path, backend)
-    engine = sa.create_engine(url)
-    old = sa.MetaData()
-    sa.Table(
-        "tw_daily_reports",
-        old,
-        *[c.copy() for c in tw_daily_reports.columns if c.name != "training_flags"],
-    )
-    old.create_all(engine)
-    ensure_schema(engine)
-    ensure_schema(engine)  # idempotent
-    assert "training_flags" in {c["name"] for c in sa.inspect(engine).get_columns("tw_daily_reports")}
-    run = _run(date(2026, 1, 2))
-    report = build_report(run, ValidationOutcome([]), None, [], training={"health_flags": ["overfitting"]}).row
-    write_partition(url, run, ValidationOutcome([]), None, report)
-    with engine.connect() as conn:
-        assert conn.execute(sa.select(tw_daily_reports.c.training_flags)).scalar_one() == ["overfitting"]
 
 
 def test_report_shows_training_health_of_the_model_used():
@@ -527,12 +466,12 @@ def test_report_shows_evaluation_metrics_with_reasons_for_missing_ones():
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_metrics_by_model_report_query(tmp_path, backend):
+def test_metrics_by_model_report_query(backend_url):
     from importlib.resources import files
 
-    url = _backend_url(tmp_path, backend)
+    url = backend_url
     engine = sa.create_engine(url)
-    ensure_schema(engine)
+    prepare_results_db(url)
 
     def row(day: int, scope: str, version: str, counts: tuple[int, int, int], auc: float | None) -> dict:
         tp, fp, fn = counts
