@@ -36,13 +36,16 @@ def prefect_harness():
         yield
 
 
-def small_config(db: Path, detector: str = "mad", params: str = "{}") -> str:
+def small_config(db: Path | str, detector: str = "mad", params: str = "{}", store_scores: bool = False) -> str:
+    """monitors.yaml for the small demo table in ``db`` (a SQLite file beside the config, or a URL)."""
+    url = db if isinstance(db, str) else f"sqlite:///{db.name}"
     return f"""\
-results: sqlite:///{db.name}
+results: {url}
 models: models
 monitors:
   - name: payments
-    source: sqlite:///{db.name}
+    source: {url}
+    store_scores: {str(store_scores).lower()}
     table: payments
     partition_column: created_at
     key: id
@@ -58,12 +61,27 @@ monitors:
 """
 
 
-def make_demo(directory: Path, plan: DemoPlan = SMALL_PLAN, **config_kw) -> tuple[Path, DemoPlan]:
-    """A demo source DB and monitors.yaml in ``directory``; returns the config path."""
+def make_demo(
+    directory: Path, plan: DemoPlan = SMALL_PLAN, url: str | None = None, **config_kw
+) -> tuple[Path, DemoPlan]:
+    """The demo source table and a monitors.yaml in ``directory``; returns the config path.
+
+    The table goes to ``url`` (source and results both) or to ``directory/source.db``.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     db = directory / "source.db"
     payments, truth = generate(plan)
-    write_demo_source(f"sqlite:///{db}", payments, truth)
+    write_demo_source(url or f"sqlite:///{db}", payments, truth)
     config = directory / "monitors.yaml"
-    config.write_text(small_config(db, **config_kw))
+    config.write_text(small_config(url or db, **config_kw))
     return config, plan
+
+
+def db_url(config: Path) -> str:
+    """The results (and source) URL of a config written by ``make_demo``, usable from any directory."""
+    import yaml
+
+    url = yaml.safe_load(config.read_text())["results"]
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = f"sqlite:///{config.parent / url.removeprefix('sqlite:///')}"
+    return url

@@ -1,14 +1,18 @@
-"""End-to-end: the real flows on a real SQLite database through one Prefect test harness."""
+"""End-to-end: the real flows on real SQLite and PostgreSQL databases through one Prefect test harness.
+
+The same backfill runs with the source table and the results in a SQLite file, and in
+a throwaway PostgreSQL schema; every test below runs against both.
+"""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import make_demo
+import sqlalchemy as sa
+from conftest import db_url, make_demo
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -16,43 +20,72 @@ from flows.daily import backfill, daily_monitoring
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-TABLES = ("tw_runs", "tw_anomalies", "tw_validations", "tw_daily_reports", "tw_metrics")
+TABLES = ("tw_runs", "tw_anomalies", "tw_validations", "tw_daily_reports", "tw_metrics", "tw_scores")
 
 
-def partition_counts(db: Path, day) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        out = {}
-        for table in TABLES:
-            column = "report_date" if table == "tw_daily_reports" else "partition_date"
-            out[table] = conn.execute(
-                f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (day.isoformat(),)
-            ).fetchone()[0]
-        out["tw_models"] = conn.execute("SELECT COUNT(*) FROM tw_models").fetchone()[0]
+def query(url: str, sql: str, **params) -> list[tuple]:
+    """Rows as tuples, dates as ISO text and JSON as text on both backends, so assertions read alike."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(sql), params).all()
+    finally:
+        engine.dispose()
+    return [tuple(_plain(v) for v in row) for row in rows]
+
+
+def _plain(value):
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return value
+
+
+def partition_counts(url: str, day: date) -> dict[str, int]:
+    out = {}
+    for table in TABLES:
+        column = "report_date" if table == "tw_daily_reports" else "partition_date"
+        out[table] = query(url, f"SELECT COUNT(*) FROM {table} WHERE {column} = :day", day=day)[0][0]
+    out["tw_models"] = query(url, "SELECT COUNT(*) FROM tw_models")[0][0]
     return out
 
 
-def add_label_column(config: Path) -> None:
+def add_label_column(url: str, config: Path) -> None:
     """Give the demo table the ground truth as a label column and point the monitor at it."""
-    with sqlite3.connect(config.parent / "source.db") as conn:
-        conn.execute("ALTER TABLE payments ADD COLUMN is_anomaly INTEGER NOT NULL DEFAULT 0")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE payments ADD COLUMN is_anomaly INTEGER NOT NULL DEFAULT 0"))
         conn.execute(
-            "UPDATE payments SET is_anomaly = 1 WHERE CAST(id AS TEXT) IN (SELECT row_key FROM demo_ground_truth)"
+            sa.text(
+                "UPDATE payments SET is_anomaly = 1 "
+                "WHERE CAST(id AS VARCHAR(32)) IN (SELECT row_key FROM demo_ground_truth)"
+            )
         )
+    engine.dispose()
     config.write_text(config.read_text().replace("    key: id\n", "    key: id\n    label: is_anomaly\n"))
 
 
-@pytest.fixture(scope="module")
-def backfilled(tmp_path_factory):
-    config, plan = make_demo(tmp_path_factory.mktemp("e2e"))
-    add_label_column(config)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backfilled(request, tmp_path_factory):
+    """(config, plan, results URL) after a backfill of the small demo, with store_scores on."""
+    directory = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    if request.param == "sqlite":
+        yield _backfill(directory, None)
+        return
+    from pgutil import isolated_pg_url
+
+    with isolated_pg_url() as url:
+        yield _backfill(directory, url)
+
+
+def _backfill(directory: Path, url: str | None):
+    config, plan = make_demo(directory, url=url, store_scores=True)
+    url = db_url(config)
+    add_label_column(url, config)
     state = backfill(str(config), "payments", plan.start, plan.end, return_state=True)
     assert state.is_completed(), state
-    return config, plan, config.parent / "source.db"
-
-
-def query(db: Path, sql: str, *params):
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, params).fetchall()
+    return config, plan, url
 
 
 def test_every_partition_has_one_run_with_the_expected_status(backfilled):
@@ -68,15 +101,17 @@ def test_every_partition_has_one_run_with_the_expected_status(backfilled):
 
 def test_quarantined_partition_records_failed_expectation_and_scores_nothing(backfilled):
     _, plan, db = backfilled
-    day = plan.broken_date.isoformat()
+    day = plan.broken_date
     failed = query(
         db,
-        "SELECT expectation, column_name, severity FROM tw_validations WHERE partition_date = ? AND success = 0",
-        day,
+        "SELECT expectation, column_name, severity FROM tw_validations WHERE partition_date = :day AND NOT success",
+        day=day,
     )
     assert ("expect_column_values_to_not_be_null", "amount", "critical") in failed
-    assert query(db, "SELECT COUNT(*) FROM tw_anomalies WHERE partition_date = ?", day) == [(0,)]
-    outcome = query(db, "SELECT validation_outcome FROM tw_daily_reports WHERE report_date = ?", day)
+    assert query(db, "SELECT COUNT(*) FROM tw_anomalies WHERE partition_date = :day", day=plan.broken_date) == [(0,)]
+    outcome = query(
+        db, "SELECT validation_outcome FROM tw_daily_reports WHERE report_date = :day", day=plan.broken_date
+    )
     assert outcome == [("quarantined",)]
 
 
@@ -112,11 +147,45 @@ def test_anomalies_carry_scores_severity_and_feature_contributions(backfilled):
         assert model_version and run_id
 
 
+def test_stored_scores_cover_every_scored_row_once(backfilled):
+    _, _, db = backfilled
+    per_run = query(
+        db,
+        """SELECT r.partition_date, r.status, r.rows_scored, r.anomalies,
+                  (SELECT COUNT(*) FROM tw_scores s WHERE s.partition_date = r.partition_date),
+                  (SELECT COUNT(DISTINCT s.row_key) FROM tw_scores s WHERE s.partition_date = r.partition_date),
+                  (SELECT COUNT(*) FROM tw_scores s WHERE s.partition_date = r.partition_date AND s.is_anomaly)
+           FROM tw_runs r ORDER BY r.partition_date""",
+    )
+    for day, status, rows_scored, anomalies, scores, keys, flagged in per_run:
+        if status == "succeeded":
+            assert scores == keys == rows_scored and flagged == anomalies, day
+        else:
+            assert scores == 0, day
+    # The flagged rows in tw_scores are exactly the anomaly records, with the same scores.
+    mismatched = query(
+        db,
+        """SELECT COUNT(*) FROM tw_anomalies a
+           LEFT JOIN tw_scores s ON s.partition_date = a.partition_date AND s.row_key = a.row_key
+                                AND s.is_anomaly AND s.score = a.score AND s.run_id = a.run_id
+           WHERE s.row_key IS NULL""",
+    )
+    assert mismatched == [(0,)]
+
+
+def test_stage_seconds_are_recorded_per_run(backfilled):
+    _, _, db = backfilled
+    (stages,) = query(db, "SELECT stage_seconds FROM tw_runs WHERE status = 'succeeded' ORDER BY partition_date")[-1]
+    stages = json.loads(stages)
+    assert {"inspect", "train", "extract", "validate", "normalise", "score", "report", "write"} <= set(stages)
+    assert all(v >= 0 for v in stages.values())
+
+
 def test_point_outliers_are_found(backfilled):
     _, _, db = backfilled
     ((injected, found),) = query(
         db,
-        """SELECT COUNT(*), SUM(a.row_key IS NOT NULL)
+        """SELECT COUNT(*), COUNT(a.row_key)
            FROM demo_ground_truth g
            JOIN tw_runs r ON r.partition_date = g.partition_date AND r.status = 'succeeded'
            LEFT JOIN tw_anomalies a ON a.partition_date = g.partition_date AND a.row_key = g.row_key
@@ -149,10 +218,9 @@ def test_labelled_monitor_writes_metrics_per_partition_and_per_model(backfilled)
     from importlib.resources import files
 
     sql = files("tablewatch_sql").joinpath("reports", "metrics_by_model.sql").read_text()
-    with sqlite3.connect(db) as conn:
-        per_model = conn.execute(sql, {"monitor": "payments"}).fetchall()
+    per_model = query(db, sql, monitor="payments")
     assert [r[0] for r in per_model] == [v for _, v in models]
-    (markdown,) = query(db, "SELECT markdown FROM tw_daily_reports WHERE report_date = ?", plan.end.isoformat())[0]
+    (markdown,) = query(db, "SELECT markdown FROM tw_daily_reports WHERE report_date = :day", day=plan.end)[0]
     assert "## Evaluation against the label" in markdown and "| this partition |" in markdown
 
 
@@ -160,11 +228,11 @@ def test_rerunning_a_scored_partition_replaces_its_rows(backfilled):
     config, plan, db = backfilled
     day = plan.end
     before = partition_counts(db, day)
-    old_run = query(db, "SELECT run_id FROM tw_runs WHERE partition_date = ?", day.isoformat())
+    old_run = query(db, "SELECT run_id FROM tw_runs WHERE partition_date = :day", day=day)
     state = daily_monitoring(str(config), day, ["payments"], return_state=True)
     assert state.is_completed()
     assert partition_counts(db, day) == before
-    assert query(db, "SELECT run_id FROM tw_runs WHERE partition_date = ?", day.isoformat()) != old_run
+    assert query(db, "SELECT run_id FROM tw_runs WHERE partition_date = :day", day=day) != old_run
 
 
 def test_cli_run_on_scored_partition_keeps_row_counts(backfilled):
@@ -182,7 +250,7 @@ def test_daily_report_is_stored_and_published_as_artifacts(backfilled):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     config, plan, db = backfilled
-    (markdown,) = query(db, "SELECT markdown FROM tw_daily_reports WHERE report_date = ?", plan.end.isoformat())[0]
+    (markdown,) = query(db, "SELECT markdown FROM tw_daily_reports WHERE report_date = :day", day=plan.end)[0]
     assert "# payments" in markdown and "tw_anomalies" in markdown
     with get_client(sync_client=True) as client:
         keys = {
@@ -202,5 +270,5 @@ def test_a_failing_monitor_is_recorded_as_failed(tmp_path):
     config.write_text(text)
     state = daily_monitoring(str(config), plan.end, return_state=True)
     assert state.is_failed()
-    ((status, error),) = query(tmp_path / "source.db", "SELECT status, error FROM tw_runs")
+    ((status, error),) = query(db_url(config), "SELECT status, error FROM tw_runs")
     assert status == "failed" and "no_such_table" in error
