@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from adbc_driver_manager import Error as AdbcError
 from adbc_driver_manager import OperationalError as AdbcOperationalError
@@ -142,11 +143,12 @@ def stream_range(
             yield table.to_pandas()
     except AdbcTypeError:
         raise
-    except (SQLAlchemyError, AdbcError) as exc:
+    except (SQLAlchemyError, AdbcError, OSError, pa.ArrowException) as exc:
+        # OSError / ArrowException: ADBC's stream broke part-way (connection lost): worth a retry.
         raise SourceUnavailableError(
             f"monitor {spec.name!r}: reading {spec.table!r} from {redact(spec.source)} failed: "
             f"{_first_line(getattr(exc, 'orig', None) or exc)}",
-            transient=isinstance(exc, (OperationalError, AdbcOperationalError)),
+            transient=isinstance(exc, (OperationalError, AdbcOperationalError, OSError, pa.ArrowException)),
         ) from None
 
 

@@ -136,7 +136,7 @@ def _adbc_tables(target: tuple[str, str], sql: str) -> Iterator[pa.Table]:
             yield _plain_table(pa.Table.from_batches([], schema=reader.schema))  # the columns, even with no rows
             for batch in reader:
                 yield pa.Table.from_batches([_plain(batch)])
-        except dbapi.Error as exc:
+        except (dbapi.Error, OSError, pa.ArrowException) as exc:  # mid-stream errors surface from Arrow's reader
             if driver == "sqlite" and "type mismatch" in str(exc).lower():
                 raise AdbcTypeError(str(exc)) from exc
             raise

@@ -1,0 +1,193 @@
+"""Reading partitions as Arrow (ADBC and the SQLAlchemy fallback) and bulk-loading results."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from tasks.bulk import constant_columns, insert_arrow
+from tasks.db import get_engine, sqlite_gate
+from tasks.extract import Partition, read_range, reflect_source, stream_range
+from tasks.readers import AdbcTypeError, adbc_target
+from tasks.scan import consume_partition
+from tasks.spec import parse_config
+
+BACKENDS = ["sqlite", "postgresql"]
+DAY = date(2026, 2, 1)
+
+
+def _spec(url: str, **extra):
+    raw = {
+        "results": url,
+        "monitors": [
+            {
+                "name": "events",
+                "source": url,
+                "table": "events",
+                "partition_column": "ts",
+                "key": "id",
+                "features": ["value", "price", "kind"],
+                **extra,
+            }
+        ],
+    }
+    return parse_config(raw).monitors[0]
+
+
+def _make_events(url: str, rows: int = 30) -> None:
+    engine = get_engine(url)
+    meta = sa.MetaData()
+    table = sa.Table(
+        "events",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("ts", sa.DateTime),
+        sa.Column("value", sa.Float),
+        sa.Column("price", sa.Numeric(10, 2)),
+        sa.Column("kind", sa.String(20)),
+        sa.Column("ref", sa.Uuid),
+    )
+    with engine.begin() as conn:
+        meta.drop_all(conn)
+        meta.create_all(conn)
+        conn.execute(
+            table.insert(),
+            [
+                {
+                    "id": i,
+                    "ts": datetime(2026, 2, 1) + timedelta(minutes=37 * i) - timedelta(hours=1),  # first row: Jan 31
+                    "value": None if i % 7 == 3 else i * 1.5,
+                    "price": None if i % 5 == 0 else f"{i}.25",
+                    "kind": ["a", "b", 'q"u,o\nte', ""][i % 4],
+                    "ref": uuid.UUID(int=i),
+                }
+                for i in range(rows)
+            ],
+        )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adbc_and_sqlalchemy_read_the_same_rows(backend_url):
+    _make_events(backend_url)
+    spec = _spec(backend_url, expectations=[{"expect": "not_null", "column": "ref"}])
+    source = reflect_source(spec)
+    assert adbc_target(backend_url) is not None
+    frames = {}
+    for prefer_adbc in (True, False):
+        batches = list(stream_range(spec, source, DAY, DAY + timedelta(days=1), batch_rows=7, prefer_adbc=prefer_adbc))
+        assert [len(b) for b in batches] == [7, 7, 7, 7]  # rows 0 and 1 fall on the day before
+        frames[prefer_adbc] = pd.concat(batches, ignore_index=True).sort_values("id", ignore_index=True)
+    adbc, portable = frames[True], frames[False]
+    assert list(adbc.columns) == ["id", "ts", "value", "price", "kind", "ref"]
+    assert adbc["id"].tolist() == portable["id"].tolist() == list(range(2, 30))
+    pd.testing.assert_series_equal(adbc["value"], portable["value"], check_dtype=False)
+    # Decimals arrive as floats on both paths; text keeps quotes, commas, newlines and empty strings.
+    assert adbc["price"].dtype == "float64" and portable["price"].dtype == "float64"
+    pd.testing.assert_series_equal(adbc["price"], portable["price"])
+    assert adbc["kind"].tolist() == portable["kind"].tolist()
+    assert set(adbc["kind"]) == {"a", "b", 'q"u,o\nte', ""}
+    assert adbc["ref"].map(lambda v: str(uuid.UUID(str(v)))).tolist() == [str(uuid.UUID(int=i)) for i in range(2, 30)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_empty_partition_still_has_its_columns(backend_url):
+    _make_events(backend_url)
+    spec = _spec(backend_url)
+    for prefer_adbc in (True, False):
+        (frame,) = stream_range(spec, reflect_source(spec), date(2030, 1, 1), date(2030, 1, 2), prefer_adbc=prefer_adbc)
+        assert frame.empty and {"id", "ts", "value", "kind"} <= set(frame.columns)
+
+
+def test_text_in_a_number_column_falls_back_without_losing_or_repeating_rows(tmp_path):
+    url = f"sqlite:///{tmp_path / 'src.db'}"
+    _make_events(url, rows=3000)
+    with get_engine(url).begin() as conn:  # SQLite lets a REAL column hold text
+        conn.execute(sa.text("UPDATE events SET ts = '2026-02-01 12:00:00.000000'"))
+        conn.execute(sa.text("UPDATE events SET value = 'oops' WHERE id = 2500"))  # past ADBC's first 1,024 rows
+    spec = _spec(url)
+    source = reflect_source(spec)
+    with pytest.raises(AdbcTypeError):
+        list(stream_range(spec, source, DAY, DAY + timedelta(days=1), batch_rows=500))
+
+    class Collect:
+        def __init__(self):
+            self.frames = []
+
+        def add(self, frame):
+            self.frames.append(frame)
+
+        def discard(self):
+            self.frames = []
+
+    seconds: dict[str, float] = {}
+    got = consume_partition(spec, Partition(DAY, source, ["value"]), Collect, batch_rows=500, seconds=seconds)
+    ids = pd.concat(got.frames)["id"].tolist()
+    expected = read_range(spec, source, DAY, DAY + timedelta(days=1))["id"].tolist()
+    assert sorted(ids) == sorted(expected) and len(ids) == len(set(ids)) == 3000
+    assert seconds["extract"] > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bulk_insert_round_trips_awkward_values_in_the_callers_transaction(backend_url):
+    from tasks.schema import tw_anomalies
+    from tasks.store import prepare_results_db
+
+    prepare_results_db(backend_url)
+    keys = ["plain", 'quo"te', "comma,semi;colon", "new\nline", ""]
+    contributions = [json.dumps([{"feature": k, "share": 0.5, "value": None}]) for k in keys]
+    batch = pa.table(
+        {
+            "row_key": keys,
+            "score": [1.5, 2.0, 1e300, 3.25, 0.1],
+            "threshold": [1.0] * 5,
+            "severity": ["low", "medium", "high", "low", "low"],
+            "contributions": contributions,
+        }
+    )
+    stamp = {"monitor": "m", "partition_date": DAY, "model_version": "v1", "run_id": "r1"}
+    engine = get_engine(backend_url)
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        assert insert_arrow(conn, tw_anomalies, [constant_columns(batch, stamp)]) == 5
+        raise RuntimeError("roll back")  # the rows went in the caller's transaction: nothing is left
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tw_anomalies)).scalar_one() == 0
+    with engine.begin() as conn:
+        insert_arrow(conn, tw_anomalies, [constant_columns(batch, stamp)])
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(tw_anomalies).order_by(tw_anomalies.c.score)).mappings().all()
+    by_key = {r["row_key"]: r for r in rows}
+    assert set(by_key) == set(keys)
+    assert by_key["comma,semi;colon"]["score"] == 1e300
+    assert by_key["new\nline"]["contributions"] == [{"feature": "new\nline", "share": 0.5, "value": None}]
+    assert all(r["partition_date"] == DAY and r["run_id"] == "r1" for r in rows)
+
+
+def test_the_two_sqlite_libraries_never_hold_a_file_at_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    _make_events(url)
+    events: list[str] = []
+    opened = threading.Event()
+
+    def adbc_reader():
+        with sqlite_gate(str(tmp_path / "shared.db"), "adbc"):
+            events.append("adbc open")
+            opened.set()
+            time.sleep(0.3)
+            events.append("adbc closed")
+
+    thread = threading.Thread(target=adbc_reader)
+    thread.start()
+    opened.wait()
+    with get_engine(url).connect() as conn:  # must wait until the ADBC side let go
+        events.append("sqlite3 open")
+        conn.execute(sa.text("SELECT 1"))
+    thread.join()
+    assert events == ["adbc open", "adbc closed", "sqlite3 open"]
