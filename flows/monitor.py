@@ -71,8 +71,9 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
     """Inspect the source, train or load the model, scan the partition (extract, validate,
     normalise and score, batch by batch), evaluate, report and write it.
 
-    Per-stage seconds go to ``tw_runs.stage_seconds``: inspect, train, extract,
-    validate, normalise, score, evaluate, report, write.
+    Per-stage seconds go to ``tw_runs.stage_seconds``: inspect, train, extract (reading,
+    overlapped with the scan's other stages), extract_wait (the part of it nothing else
+    could proceed), validate, normalise, score, evaluate, report, write.
     """
     logger = get_run_logger()
     run = RunRecord(

@@ -14,6 +14,7 @@ computed itself (partition bounds), never text from a config or a table.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
@@ -26,9 +27,10 @@ from tasks.db import get_engine, sqlite_gate
 
 log = logging.getLogger(__name__)
 
-BATCH_ROWS = 200_000
-"""Rows handed to the caller at once: big enough to amortise per-batch costs, small enough
-that a batch and its normalised matrix stay in the tens of megabytes."""
+BATCH_ROWS = int(os.environ.get("TABLEWATCH_BATCH_ROWS", "100000"))
+"""Rows handed to the caller at once: big enough to amortise per-batch costs (a GX
+validation, a Keras call), small enough that a batch, the one read ahead and the
+normalised matrix stay in the tens of megabytes."""
 
 
 class AdbcTypeError(Exception):

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -64,8 +66,10 @@ def consume_partition(
 
     When ADBC cannot type a column part-way (SQLite keeps text in a numeric column, say),
     the consumer is discarded and the partition read again from the start through
-    SQLAlchemy, so no row is lost or counted twice. Time spent waiting for rows is added
-    to ``seconds["extract"]``.
+    SQLAlchemy, so no row is lost or counted twice. The next batch is read while this one
+    is consumed. ``seconds["extract"]`` gets the time spent reading (converting to pandas
+    included), ``seconds["extract_wait"]`` the part of it the consumer waited for (the
+    rest overlapped with its work).
     """
     day = partition.day
     for prefer_adbc in (True, False):
@@ -74,8 +78,8 @@ def consume_partition(
             batches = stream_range(
                 spec, partition.source, day, day + timedelta(days=1), batch_rows=batch_rows, prefer_adbc=prefer_adbc
             )
-            with closing(batches):  # a failing consumer must not leave the source open
-                for frame in _timed(batches, seconds):
+            with closing(_read_ahead(batches, seconds)) as ahead:  # a failing consumer must not leave the source open
+                for frame in _timed(ahead, seconds):
                     consumer.add(frame)
             return consumer
         except AdbcTypeError as exc:
@@ -87,6 +91,61 @@ def consume_partition(
     raise AssertionError("unreachable: the SQLAlchemy path does not raise AdbcTypeError")  # pragma: no cover
 
 
+_DONE = object()
+
+
+def _read_ahead(frames: Iterator[pd.DataFrame], seconds: dict[str, float] | None) -> Iterator[pd.DataFrame]:
+    """Read the next batch in a background thread while the caller works on this one.
+
+    The drivers and Arrow release the GIL while they read and convert, so on two or more
+    cores reading overlaps with validation and scoring; one batch waits at most.
+    Errors surface in the caller at the batch where they happened; closing this
+    generator stops the reader and closes the source.
+    """
+    slot: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                slot.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump() -> None:
+        try:
+            while True:
+                started = time.perf_counter()
+                frame = next(frames, _DONE)
+                if seconds is not None:  # only this thread writes "extract"
+                    seconds["extract"] = seconds.get("extract", 0.0) + time.perf_counter() - started
+                if frame is _DONE:
+                    break
+                if not put(frame):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the caller, raised there
+            put(exc)
+        finally:
+            frames.close()
+
+    reader = threading.Thread(target=pump, name="tablewatch-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = slot.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
 def _timed(frames: Iterator[pd.DataFrame], seconds: dict[str, float] | None) -> Iterator[pd.DataFrame]:
     while True:
         started = time.perf_counter()
@@ -96,7 +155,7 @@ def _timed(frames: Iterator[pd.DataFrame], seconds: dict[str, float] | None) -> 
             return
         finally:
             if seconds is not None:
-                seconds["extract"] = seconds.get("extract", 0.0) + time.perf_counter() - started
+                seconds["extract_wait"] = seconds.get("extract_wait", 0.0) + time.perf_counter() - started
         yield frame
 
 

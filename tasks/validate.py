@@ -144,7 +144,9 @@ class PartitionValidator:
             batch_definition = _batch_definition()  # also activates the GX context suites need
             if self._suite is None:
                 self._suite = build_suite(self.spec, self.features)
-            result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(self._suite)
+            result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
+                self._suite, result_format="BASIC"
+            )
         self.rows += len(frame)
         seen: dict[tuple[str, str], int] = {}
         for r in result.results:
