@@ -272,3 +272,19 @@ def test_a_failing_monitor_is_recorded_as_failed(tmp_path):
     assert state.is_failed()
     ((status, error),) = query(db_url(config), "SELECT status, error FROM tw_runs")
     assert status == "failed" and "no_such_table" in error
+
+
+def test_with_auto_upgrade_off_a_behind_results_database_is_refused_until_upgraded(tmp_path):
+    config, plan = make_demo(tmp_path)
+    config.write_text("auto_upgrade: false\n" + config.read_text())
+    state = daily_monitoring(str(config), plan.end, return_state=True)
+    assert state.is_failed()
+    message = str(state.result(raise_on_failure=False))
+    assert "has no tablewatch tables yet" in message and "tablewatch db upgrade --config" in message
+    assert not any(n.startswith("tw_") for n in sa.inspect(sa.create_engine(db_url(config))).get_table_names())
+
+    upgraded = CliRunner().invoke(app, ["db", "upgrade", "--config", str(config)])
+    assert upgraded.exit_code == 0, upgraded.output
+    state = daily_monitoring(str(config), plan.end, return_state=True)
+    assert state.is_completed()
+    assert query(db_url(config), "SELECT status FROM tw_runs") == [("succeeded",)]
