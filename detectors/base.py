@@ -16,6 +16,8 @@ SEVERITY_MULTIPLES: dict[str, float] = {"low": 1.0, "medium": 1.5, "high": 3.0}
 """A flagged row's severity is the highest level whose multiple of the threshold it reaches."""
 
 THRESHOLD_METHODS = ("quantile", "robust_z")
+SCORE_CHUNK = 65536
+"""Rows per ``_scores`` call in ``score``: the Keras families' batch (or a multiple), so their batches stay the same."""
 _MAD_TO_SIGMA = 1.4826  # 1 / 0.6745: the MAD of a normal sample times this is its sigma
 
 
@@ -31,6 +33,9 @@ class Detector:
 
     ``_feature_scores(X)`` returns non-negative per-feature contributions of shape
     ``(n, d)``; the row score is their sum, so explanations always add up to the score.
+    ``_scores(X)`` gives the row scores alone; it defaults to that sum, and families whose
+    score is cheaper than its split over features (a mean distance, a root mean square)
+    override it with the same value, equal to the summed contributions up to rounding.
     Subclasses whose score is not additive override ``score`` and ``explain``.
     """
 
@@ -145,13 +150,21 @@ class Detector:
     # -- scoring --------------------------------------------------------------------
     def score(self, X: np.ndarray) -> np.ndarray:
         """Anomaly score per row; higher means more anomalous."""
-        return self.explain(X).sum(axis=1)
+        self._check_fitted(calibrated=False)
+        X = self._check_array(X)
+        # Rows score independently; in chunks, the temporaries are reused rather than a partition's size.
+        chunks = [self._scores(X[i : i + SCORE_CHUNK]) for i in range(0, len(X), SCORE_CHUNK)]
+        return np.concatenate(chunks).astype(np.float64, copy=False) if chunks else np.zeros(0)
 
     def explain(self, X: np.ndarray) -> np.ndarray:
         """Per-feature, non-negative contributions to each row's score."""
         self._check_fitted(calibrated=False)
         X = self._check_array(X)
         return self._feature_scores(X).astype(np.float64, copy=False)
+
+    def _scores(self, X: np.ndarray) -> np.ndarray:
+        """Row scores of a checked ``X``: the summed contributions unless a subclass has a cheaper path."""
+        return self._feature_scores(X).astype(np.float64, copy=False).sum(axis=1)
 
     def _feature_scores(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError

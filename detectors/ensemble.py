@@ -117,7 +117,15 @@ class EnsembleDetector(Detector):
 
     def _training_scores(self, X: np.ndarray) -> np.ndarray:
         # The members scored the training rows while fitting; combining those saves a second pass.
-        transformed = [self._transform(i, member.train_scores_) for i, member in enumerate(self.members_)]
+        return self._combine([member.train_scores_ for member in self.members_])
+
+    def _scores(self, X: np.ndarray) -> np.ndarray:
+        # Members' own score paths: their per-feature contributions are needed for explain only.
+        return self._combine([member._scores(X) for member in self.members_])
+
+    def _combine(self, member_scores: list[np.ndarray]) -> np.ndarray:
+        """The weighted mean of the members' transformed scores."""
+        transformed = [self._transform(i, scores) for i, scores in enumerate(member_scores)]
         return np.sum([w * t for w, t in zip(self.weights_, transformed, strict=True)], axis=0)
 
     @staticmethod
@@ -133,7 +141,7 @@ class EnsembleDetector(Detector):
     def _feature_scores(self, X: np.ndarray) -> np.ndarray:
         out = np.zeros(X.shape, dtype=np.float64)
         for i, member in enumerate(self.members_):
-            contributions = member.explain(X)
+            contributions = member._feature_scores(X).astype(np.float64, copy=False)  # X is checked already
             raw = contributions.sum(axis=1)
             transformed = self._transform(i, raw)
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -45,6 +45,9 @@ class PerFeatureDetector(Detector):
     def _deviation(self, X: np.ndarray) -> np.ndarray:
         return (X.astype(np.float64) - self.center_) / self.scale_
 
+    def _scores(self, X: np.ndarray) -> np.ndarray:
+        return np.sqrt((self._deviation(X) ** 2).sum(axis=1) / X.shape[1])
+
     def _feature_scores(self, X: np.ndarray) -> np.ndarray:
         sq = self._deviation(X) ** 2
         total = sq.sum(axis=1, keepdims=True)

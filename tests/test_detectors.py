@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import detectors
+import detectors.base
 from detectors import NotFittedError
 from tasks.evaluate import roc_auc
 
@@ -201,7 +202,8 @@ def test_explain_shape_nonnegative_and_sums_to_score(fitted, data: Data) -> None
         assert contributions.shape == (len(X), N_FEATURES)
         assert np.isfinite(contributions).all()
         assert (contributions >= 0).all()
-        assert np.allclose(contributions.sum(axis=1), fitted.score(X))
+        # score() may take a cheaper path than summing the contributions, but to the same value.
+        np.testing.assert_allclose(contributions.sum(axis=1), fitted.score(X), rtol=1e-12, atol=1e-12)
 
 
 def test_scores_are_per_row(fitted, data: Data) -> None:
@@ -209,6 +211,14 @@ def test_scores_are_per_row(fitted, data: Data) -> None:
     idx = np.array([5, 0, 63, 17])
     assert np.allclose(fitted.score(data.X_new[idx]), fitted.score(data.X_new)[idx])
     assert np.allclose(fitted.explain(data.X_new[idx]), fitted.explain(data.X_new)[idx])
+
+
+def test_scores_do_not_depend_on_the_chunks_scored(fitted, data: Data, monkeypatch) -> None:
+    """score() works through a partition in chunks; smaller chunks give the same scores."""
+    whole = fitted.score(data.X)
+    monkeypatch.setattr(detectors.base, "SCORE_CHUNK", 1000)
+    # Keras batches of other sizes may round differently in float32; the rest is exact.
+    np.testing.assert_allclose(fitted.score(data.X), whole, rtol=1e-6, atol=1e-9)
 
 
 def test_score_does_not_mutate_the_detector(fitted, data: Data) -> None:

@@ -42,6 +42,16 @@ def test_score_is_the_weighted_mean_of_robust_standardised_members(X) -> None:
     np.testing.assert_allclose(parts["0:mad"], z[0])
 
 
+def test_score_takes_the_members_score_paths_not_their_explanations(X, monkeypatch) -> None:
+    ensemble = detectors.create("ensemble", members=FAST).fit(X)
+    expected = ensemble.score(X)
+    for member in ensemble.members_:
+        # Per-feature contributions are for explain only; scoring a million rows must not build them.
+        monkeypatch.setattr(member, "_feature_scores", lambda X: pytest.fail("score built contributions"))
+    np.testing.assert_array_equal(ensemble.score(X), expected)
+    np.testing.assert_array_equal(ensemble.train_scores_, expected)
+
+
 def test_rank_combination_is_bounded(X) -> None:
     ensemble = detectors.create("ensemble", members=FAST, combine="rank").fit(X)
     scores = ensemble.score(X)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import detectors
+from detectors import neighbours
 from detectors.neighbours import distance_contributions, nearest
 
 
@@ -42,6 +43,74 @@ def test_nearest_with_fewer_reference_rows_than_k() -> None:
     assert dist.shape == (2, 2)
     np.testing.assert_allclose(dist[0], [1.0, 3.0])  # itself skipped
     np.testing.assert_allclose(dist[1], [7.0, 9.0])
+
+
+def test_nearest_is_exact_with_ties_and_duplicates() -> None:
+    # Integer data: many rows at exactly the same distance, including at the k-th place.
+    rng = np.random.default_rng(6)
+    reference = rng.integers(0, 3, size=(900, 4)).astype(np.float64)
+    queries = np.vstack([reference[:100], rng.integers(0, 3, size=(100, 4))]).astype(np.float64)
+    dist, index = nearest(queries, reference, 12)
+    full = np.sqrt(((queries[:, None, :] - reference[None, :, :]) ** 2).sum(axis=2))
+    for i in range(len(queries)):
+        row = full[i].copy()
+        if (row == 0.0).any():  # one zero-distance match is skipped (taken to be the row itself): the first
+            row[np.flatnonzero(row == 0.0)[0]] = np.inf
+        expected = np.argsort(row, kind="stable")[:12]  # equal distances: lower reference index first
+        np.testing.assert_array_equal(index[i], expected)
+        np.testing.assert_array_equal(dist[i], row[expected])
+
+
+def test_nearest_is_exact_where_float32_ranks_cannot_tell_rows_apart() -> None:
+    # Far from the origin, |r|^2 - 2 q.r loses in float32 what separates the nearest rows;
+    # the rounding bound then lets more candidates through, and the result stays exact.
+    rng = np.random.default_rng(9)
+    reference = (1000.0 + rng.normal(size=(1500, 12))).astype(np.float32).astype(np.float64)
+    queries = np.vstack([reference[:20], 1000.0 + rng.normal(size=(80, 12))])
+    dist, index = nearest(queries, reference, 10)
+    np.testing.assert_allclose(dist, brute_force_skipping_self(queries, reference, 10), rtol=1e-12)
+    np.testing.assert_array_equal(dist, np.sqrt(((queries[:, None, :] - reference[index]) ** 2).sum(axis=2)))
+
+
+@pytest.mark.parametrize("block_rows", [64, 256])
+def test_nearest_does_not_depend_on_batching_or_threads(monkeypatch, block_rows: int) -> None:
+    rng = np.random.default_rng(7)
+    reference = rng.normal(size=(2000, 9))
+    queries = np.vstack([reference[:300], rng.normal(size=(700, 9)), 3 * rng.normal(size=(50, 9))])
+    monkeypatch.setattr(neighbours, "_BLOCK_ROWS", block_rows)
+    dist, index = nearest(queries, reference, 10)
+    monkeypatch.setattr(neighbours, "_MAX_WORKERS", 1)
+    single_thread = nearest(queries, reference, 10)
+    np.testing.assert_array_equal(single_thread[0], dist)
+    np.testing.assert_array_equal(single_thread[1], index)
+    order = rng.permutation(len(queries))
+    shuffled = nearest(queries[order], reference, 10)
+    np.testing.assert_array_equal(shuffled[0], dist[order])
+    np.testing.assert_array_equal(shuffled[1], index[order])
+    for i in (0, 299, 300, 999, len(queries) - 1):
+        one = nearest(queries[i : i + 1], reference, 10)
+        np.testing.assert_array_equal(one[0][0], dist[i])
+        np.testing.assert_array_equal(one[1][0], index[i])
+    np.testing.assert_allclose(dist, brute_force_skipping_self(queries, reference, 10), rtol=1e-12)
+
+
+def brute_force_skipping_self(queries: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    d = np.sort(np.sqrt(((queries[:, None, :] - reference[None, :, :]) ** 2).sum(axis=2)), axis=1)
+    skip = (d[:, 0] == 0.0).astype(int)
+    return np.take_along_axis(d, skip[:, None] + np.arange(k), axis=1)
+
+
+def test_knn_score_is_the_mean_distance_and_scores_rows_alone() -> None:
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(3000, 6)).astype(np.float32)
+    detector = detectors.create("knn").fit(X)
+    new = np.vstack([X[:40], rng.normal(size=(600, 6)).astype(np.float32)])
+    scores = detector.score(new)
+    np.testing.assert_array_equal(scores, nearest(new, detector.reference_, 10)[0].mean(axis=1))
+    np.testing.assert_allclose(detector.explain(new).sum(axis=1), scores, rtol=1e-12)
+    for i in (0, 39, 40, 639):
+        assert detector.score(new[i : i + 1])[0] == scores[i]
+    np.testing.assert_array_equal(detector.train_scores_, detector.score(X))
 
 
 def test_distance_contributions_add_up_and_point_at_the_moved_feature() -> None:
