@@ -8,9 +8,15 @@ are compared as ISO strings, which orders correctly for both dates and timestamp
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Protocol, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -25,6 +31,8 @@ from tasks.db import get_engine, redact
 from tasks.errors import SourceUnavailableError, retry_if_transient
 from tasks.readers import BATCH_ROWS, AdbcTypeError, read_batches
 from tasks.spec import MonitorSpec
+
+log = logging.getLogger(__name__)
 
 _NUMERIC_TYPES = (sa.Integer, sa.Numeric, sa.Float)
 
@@ -234,6 +242,121 @@ def open_partition(spec: MonitorSpec, day: date) -> Partition:
     """Reflect the source and resolve the features; reading the rows is left to the scan."""
     source = reflect_source(spec)
     return Partition(day, source, feature_columns(spec, source))
+
+
+# -- reading a partition batch by batch ------------------------------------------------
+class BatchConsumer(Protocol):
+    def add(self, frame: pd.DataFrame) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+C = TypeVar("C", bound=BatchConsumer)
+
+
+def consume_partition(
+    spec: MonitorSpec,
+    partition: Partition,
+    make_consumer: Callable[[], C],
+    *,
+    batch_rows: int = BATCH_ROWS,
+    seconds: dict[str, float] | None = None,
+) -> C:
+    """Feed every batch of the partition to a fresh consumer and return it.
+
+    When ADBC cannot type a column part-way (SQLite keeps text in a numeric column, say),
+    the consumer is discarded and the partition read again from the start through
+    SQLAlchemy, so no row is lost or counted twice. The next batch is read while this one
+    is consumed. ``seconds["extract"]`` gets the time spent reading (converting to pandas
+    included), ``seconds["extract_wait"]`` the part of it the consumer waited for (the
+    rest overlapped with its work).
+    """
+    day = partition.day
+    for prefer_adbc in (True, False):
+        consumer = make_consumer()
+        try:
+            batches = stream_range(
+                spec, partition.source, day, day + timedelta(days=1), batch_rows=batch_rows, prefer_adbc=prefer_adbc
+            )
+            with closing(_read_ahead(batches, seconds)) as ahead:  # a failing consumer must not leave the source open
+                for frame in _timed(ahead, seconds):
+                    consumer.add(frame)
+            return consumer
+        except AdbcTypeError as exc:
+            consumer.discard()
+            log.warning("%s %s: %s; reading the partition again through SQLAlchemy", spec.name, day, exc)
+        except BaseException:
+            consumer.discard()
+            raise
+    raise AssertionError("unreachable: the SQLAlchemy path does not raise AdbcTypeError")  # pragma: no cover
+
+
+_DONE = object()
+
+
+def _read_ahead(frames: Iterator[pd.DataFrame], seconds: dict[str, float] | None) -> Iterator[pd.DataFrame]:
+    """Read the next batch in a background thread while the caller works on this one.
+
+    The drivers and Arrow release the GIL while they read and convert, so on two or more
+    cores reading overlaps with validation and scoring; one batch waits at most.
+    Errors surface in the caller at the batch where they happened; closing this
+    generator stops the reader and closes the source.
+    """
+    slot: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                slot.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump() -> None:
+        try:
+            while True:
+                started = time.perf_counter()
+                frame = next(frames, _DONE)
+                if seconds is not None:  # only this thread writes "extract"
+                    seconds["extract"] = seconds.get("extract", 0.0) + time.perf_counter() - started
+                if frame is _DONE:
+                    break
+                if not put(frame):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the caller, raised there
+            put(exc)
+        finally:
+            frames.close()
+
+    reader = threading.Thread(target=pump, name="tablewatch-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = slot.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _timed(frames: Iterator[pd.DataFrame], seconds: dict[str, float] | None) -> Iterator[pd.DataFrame]:
+    while True:
+        started = time.perf_counter()
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        finally:
+            if seconds is not None:
+                seconds["extract_wait"] = seconds.get("extract_wait", 0.0) + time.perf_counter() - started
+        yield frame
 
 
 # -- Prefect wrapper -------------------------------------------------------------------

@@ -122,7 +122,8 @@ def current_revision(url: str) -> str | None:
         return _revision(conn)
 
 
-def _has_tw_tables(url: str) -> bool:
+def has_tw_tables(url: str) -> bool:
+    """Whether any tablewatch table exists in the database (new databases have none)."""
     with get_engine(url).connect() as conn:
         return any(name.startswith("tw_") for name in sa.inspect(conn).get_table_names())
 
@@ -156,7 +157,7 @@ def require_current(url: str, config: str | os.PathLike | None = None) -> str:
         raise _too_new(url, revision, head)
     if revision is not None:
         state = f"is at schema revision {revision}"
-    elif _has_tw_tables(url):
+    elif has_tw_tables(url):
         state = "was made before tablewatch used migrations (no schema revision)"
     else:
         state = "has no tablewatch tables yet"

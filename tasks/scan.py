@@ -19,15 +19,8 @@ partition twice would cost every run.
 from __future__ import annotations
 
 import json
-import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -35,128 +28,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.evaluate import labels_from
-from tasks.extract import Partition, stream_range
-from tasks.readers import BATCH_ROWS, AdbcTypeError
+from tasks.extract import Partition, consume_partition
+from tasks.readers import BATCH_ROWS
 from tasks.score import ScoreSpool, key_texts, score_partition
 from tasks.spec import MonitorSpec
 from tasks.train import Model
 from tasks.validate import PartitionValidator, ValidationOutcome
-
-log = logging.getLogger(__name__)
-
-
-class BatchConsumer(Protocol):
-    def add(self, frame: pd.DataFrame) -> None: ...
-
-    def discard(self) -> None: ...
-
-
-C = TypeVar("C", bound=BatchConsumer)
-
-
-def consume_partition(
-    spec: MonitorSpec,
-    partition: Partition,
-    make_consumer: Callable[[], C],
-    *,
-    batch_rows: int = BATCH_ROWS,
-    seconds: dict[str, float] | None = None,
-) -> C:
-    """Feed every batch of the partition to a fresh consumer and return it.
-
-    When ADBC cannot type a column part-way (SQLite keeps text in a numeric column, say),
-    the consumer is discarded and the partition read again from the start through
-    SQLAlchemy, so no row is lost or counted twice. The next batch is read while this one
-    is consumed. ``seconds["extract"]`` gets the time spent reading (converting to pandas
-    included), ``seconds["extract_wait"]`` the part of it the consumer waited for (the
-    rest overlapped with its work).
-    """
-    day = partition.day
-    for prefer_adbc in (True, False):
-        consumer = make_consumer()
-        try:
-            batches = stream_range(
-                spec, partition.source, day, day + timedelta(days=1), batch_rows=batch_rows, prefer_adbc=prefer_adbc
-            )
-            with closing(_read_ahead(batches, seconds)) as ahead:  # a failing consumer must not leave the source open
-                for frame in _timed(ahead, seconds):
-                    consumer.add(frame)
-            return consumer
-        except AdbcTypeError as exc:
-            consumer.discard()
-            log.warning("%s %s: %s; reading the partition again through SQLAlchemy", spec.name, day, exc)
-        except BaseException:
-            consumer.discard()
-            raise
-    raise AssertionError("unreachable: the SQLAlchemy path does not raise AdbcTypeError")  # pragma: no cover
-
-
-_DONE = object()
-
-
-def _read_ahead(frames: Iterator[pd.DataFrame], seconds: dict[str, float] | None) -> Iterator[pd.DataFrame]:
-    """Read the next batch in a background thread while the caller works on this one.
-
-    The drivers and Arrow release the GIL while they read and convert, so on two or more
-    cores reading overlaps with validation and scoring; one batch waits at most.
-    Errors surface in the caller at the batch where they happened; closing this
-    generator stops the reader and closes the source.
-    """
-    slot: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                slot.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def pump() -> None:
-        try:
-            while True:
-                started = time.perf_counter()
-                frame = next(frames, _DONE)
-                if seconds is not None:  # only this thread writes "extract"
-                    seconds["extract"] = seconds.get("extract", 0.0) + time.perf_counter() - started
-                if frame is _DONE:
-                    break
-                if not put(frame):
-                    return
-            put(_DONE)
-        except BaseException as exc:  # handed to the caller, raised there
-            put(exc)
-        finally:
-            frames.close()
-
-    reader = threading.Thread(target=pump, name="tablewatch-read-ahead", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = slot.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join()
-
-
-def _timed(frames: Iterator[pd.DataFrame], seconds: dict[str, float] | None) -> Iterator[pd.DataFrame]:
-    while True:
-        started = time.perf_counter()
-        try:
-            frame = next(frames)
-        except StopIteration:
-            return
-        finally:
-            if seconds is not None:
-                seconds["extract_wait"] = seconds.get("extract_wait", 0.0) + time.perf_counter() - started
-        yield frame
 
 
 @dataclass

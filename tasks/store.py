@@ -98,10 +98,8 @@ def _readable(url: str) -> bool:
 
     A database at another schema revision raises (reading it could return wrong columns).
     """
-    if migrate.current_revision(url) is None:
-        with get_engine(url).connect() as conn:
-            if not any(n.startswith("tw_") for n in sa.inspect(conn).get_table_names()):
-                return False
+    if migrate.current_revision(url) is None and not migrate.has_tw_tables(url):
+        return False
     migrate.require_current(url)
     return True
 

@@ -43,7 +43,7 @@ from detectors import Detector
 from tasks.db import get_engine
 from tasks.errors import InsufficientHistoryError, ModelError
 from tasks.evaluate import evaluate, labels_from
-from tasks.extract import Partition, SourceSchema, list_partitions
+from tasks.extract import Partition, SourceSchema, consume_partition, list_partitions
 from tasks.normalise import Normaliser
 from tasks.schema import tw_models, tw_runs
 from tasks.spec import MonitorSpec, NormaliseSpec, ThresholdSpec, TrainingSpec
@@ -214,8 +214,6 @@ def train_model(
     on the way, and at most ``training.max_rows / window`` rows a day are kept (a uniform
     sample), so training memory does not grow with the size of the partitions.
     """
-    from tasks.scan import consume_partition  # scan imports this module for Model
-
     candidates, statuses = training_days(spec, day, source)
     cap = max(1, -(-spec.training.max_rows // spec.training.window))
     chosen: dict[date, pd.DataFrame] = {}

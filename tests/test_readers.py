@@ -15,9 +15,8 @@ import sqlalchemy as sa
 
 from tasks.bulk import constant_columns, insert_arrow
 from tasks.db import get_engine, sqlite_gate
-from tasks.extract import Partition, read_range, reflect_source, stream_range
+from tasks.extract import Partition, consume_partition, read_range, reflect_source, stream_range
 from tasks.readers import AdbcTypeError, adbc_target
-from tasks.scan import consume_partition
 from tasks.spec import parse_config
 
 BACKENDS = ["sqlite", "postgresql"]
