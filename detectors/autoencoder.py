@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import weakref
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from detectors.training import GradNormTrainer, KerasDetector, validation_split
 
@@ -148,30 +146,10 @@ class AutoencoderDetector(KerasDetector):
 
 
 def run_chunked(model: keras.Model, X: np.ndarray) -> np.ndarray:
-    """Call ``model`` on chunks of ``_CHUNK`` rows through one compiled function per model.
+    """Call ``model`` on fixed-size chunks: ``Model.predict`` retraces for every new input shape.
 
-    The function is traced once, for any row count (``Model.predict`` retraces for new input
-    shapes); an eager call on the same chunks takes about twice as long.
+    Eager calls, not a cached ``tf.function``: with one, fits with the same seed stopped
+    agreeing in the full test run (traced functions shift TensorFlow's seeded op state).
     """
-    if not len(X):
-        return np.zeros((0, int(model.outputs[0].shape[-1])))
-    predict = _predict_function(model)
-    return np.vstack(
-        [
-            np.asarray(predict(np.asarray(X[i : i + _CHUNK], dtype=np.float32)), dtype=np.float64)
-            for i in range(0, len(X), _CHUNK)
-        ]
-    )
-
-
-_PREDICT_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _predict_function(model: keras.Model) -> Any:
-    function = _PREDICT_FUNCTIONS.get(model)
-    if function is None:
-        model_ref = weakref.ref(model)  # the cached function must not keep the model alive
-        spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
-        function = tf.function(lambda x: model_ref()(x, training=False), input_signature=[spec])
-        _PREDICT_FUNCTIONS[model] = function
-    return function
+    chunks = [np.asarray(model(X[i : i + _CHUNK], training=False), dtype=np.float64) for i in range(0, len(X), _CHUNK)]
+    return np.vstack(chunks) if chunks else np.zeros((0, int(model.outputs[0].shape[-1])))

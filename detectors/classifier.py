@@ -151,7 +151,7 @@ class ClassifierDetector(KerasDetector):
         d = X.shape[1]
         if not len(X):
             return np.zeros((0, d))
-        gradients = []
+        logits, gradients = [], []
         for i in range(0, len(X), _CHUNK):
             x = tf.convert_to_tensor(X[i : i + _CHUNK])
             with tf.GradientTape() as tape:
@@ -159,11 +159,11 @@ class ClassifierDetector(KerasDetector):
                 z = self.model_(x, training=False)
             # Rows do not interact, so the gradient of the summed logits is each row's own gradient.
             gradients.append(np.asarray(tape.gradient(z, x), dtype=np.float64))
+            logits.append(np.asarray(z, dtype=np.float64)[:, 0])
         attribution = np.abs(np.vstack(gradients) * (X.astype(np.float64) - self.median_.astype(np.float64)))
         total = attribution.sum(axis=1, keepdims=True)
         shares = np.where(total > 0, attribution / np.where(total > 0, total, 1.0), 1.0 / d)
-        # The probability as score() computes it (compiled, not eager), so the shares add up to the score.
-        return shares * self._probability(self._logits(X))[:, None]
+        return shares * self._probability(np.concatenate(logits))[:, None]
 
     # -- persistence ----------------------------------------------------------------
     def _get_state(self) -> dict[str, np.ndarray]:
