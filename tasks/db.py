@@ -26,18 +26,35 @@ GATE_TIMEOUT_S = 600.0
 
 
 class _LibraryGate:
-    """Admits any number of users of one library, never users of both libraries at once."""
+    """Admits any number of users of one library, never users of both libraries at once.
+
+    Fair between the libraries: once one side is waiting, newcomers of the side inside
+    queue behind it, so parallel runs reading with ADBC cannot starve a writer (or the
+    reverse).
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._inside = {"sqlite3": 0, "adbc": 0}
+        self._waiting = {"sqlite3": 0, "adbc": 0}
+        self._turn: str | None = None
 
     def enter(self, library: str) -> None:
         other = "adbc" if library == "sqlite3" else "sqlite3"
+
+        def admitted() -> bool:
+            return self._inside[other] == 0 and (self._turn != other or self._waiting[other] == 0)
+
         with self._cond:
-            if not self._cond.wait_for(lambda: self._inside[other] == 0, timeout=GATE_TIMEOUT_S):
-                raise TimeoutError(f"waited {GATE_TIMEOUT_S:.0f} s for {other} to close the SQLite file")
+            self._waiting[library] += 1
+            try:
+                if not self._cond.wait_for(admitted, timeout=GATE_TIMEOUT_S):
+                    raise TimeoutError(f"waited {GATE_TIMEOUT_S:.0f} s for {other} to close the SQLite file")
+            finally:
+                self._waiting[library] -= 1
             self._inside[library] += 1
+            if self._waiting[other]:
+                self._turn = other  # the other side goes next: later newcomers of this side queue
 
     def leave(self, library: str) -> None:
         with self._cond:

@@ -190,3 +190,26 @@ def test_the_two_sqlite_libraries_never_hold_a_file_at_once(tmp_path):
         conn.execute(sa.text("SELECT 1"))
     thread.join()
     assert events == ["adbc open", "adbc closed", "sqlite3 open"]
+
+
+def test_a_stream_of_adbc_readers_cannot_starve_a_sqlite3_writer(tmp_path):
+    """Parallel runs read one SQLite file with ADBC back to back; a writer still gets its turn."""
+    path = str(tmp_path / "busy.db")
+    stop = time.monotonic() + 3.0
+
+    def reader():
+        while time.monotonic() < stop:
+            with sqlite_gate(path, "adbc"):
+                time.sleep(0.05)
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for t in readers:
+        t.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    with sqlite_gate(path, "sqlite3"):
+        waited = time.monotonic() - started
+    for t in readers:
+        t.join()
+    # The readers overlap continuously for 3 s; an unfair gate admits the writer only after them.
+    assert waited < 1.0, f"writer waited {waited:.2f} s"
