@@ -251,6 +251,104 @@ class NormaliseSpec(_Strict):
     pca: PCASpec | None = Field(default=None, description="off by default")
 
 
+class ScheduleSpec(_Strict):
+    """When ``tablewatch serve`` (and ``infra/prefect.yaml``) start a monitor's daily run.
+
+    The run monitors the day before the one it starts on, in ``timezone``.
+    """
+
+    cron: str = Field(default="0 6 * * *", description="five-field cron expression")
+    timezone: str = Field(default="UTC", description="IANA time zone the cron expression is read in")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from prefect._internal.schemas.validators import validate_cron_string  # the server's own check
+
+        if len(value.split()) != 5:
+            raise ValueError(f"give five cron fields (minute hour day month weekday), got {len(value.split())}")
+        return validate_cron_string(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; use an IANA name such as Europe/Berlin or UTC") from None
+        return value
+
+
+AlertSeverity = Literal["low", "medium", "high"]
+
+
+class AlertSpec(_Strict):
+    """When a monitor-partition notifies, and where (apprise URLs: Slack, webhooks, e-mail, ...).
+
+    A monitor's ``alerts`` overrides the global one field by field.
+    """
+
+    urls: list[str] = Field(
+        default_factory=list, description="apprise URLs; keep tokens in ${ENV_VARS}, e.g. slack://${SLACK_TOKEN}"
+    )
+    anomaly_rate: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="alert when the partition's anomaly rate reaches this"
+    )
+    severity: AlertSeverity | None = Field(
+        default=None, description="alert when any anomaly has at least this severity"
+    )
+    quarantine: bool = Field(default=True, description="alert when a partition is quarantined")
+    failure: bool = Field(default=True, description="alert when a run fails")
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for i, url in enumerate(value):
+            if "://" not in url:
+                raise ValueError(f"urls[{i}] is not an apprise URL (scheme://...)")
+        return value
+
+    def merged(self, override: AlertSpec | None) -> AlertSpec:
+        if override is None:
+            return self
+        return self.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
+
+
+class TimeoutSpec(_Strict):
+    """Seconds a stage may take before it is failed (a hung query, a stuck model)."""
+
+    inspect: float = Field(default=300, gt=0)
+    train: float = Field(default=4 * 3600, gt=0)
+    scan: float = Field(default=4 * 3600, gt=0)
+    write: float = Field(default=3600, gt=0)
+
+
+class ExecutionSpec(_Strict):
+    """How ``daily_monitoring`` and ``backfill`` run partitions side by side."""
+
+    task_runner: Literal["threads", "dask"] = Field(
+        default="threads", description="threads in this process, or a Dask cluster (prefect-dask)"
+    )
+    max_workers: int = Field(
+        default=4, ge=1, le=256, description="threads; for dask without an address, local worker processes"
+    )
+    dask_address: str | None = Field(
+        default=None, description="scheduler of an existing Dask cluster, e.g. tcp://dask-scheduler:8786"
+    )
+    timeouts: TimeoutSpec = Field(default_factory=TimeoutSpec)
+    lock_wait: float = Field(
+        default=0, ge=0, description="seconds to wait for another run of the same monitor-partition to finish"
+    )
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> ExecutionSpec:
+        if self.dask_address and self.task_runner != "dask":
+            raise ValueError("dask_address is set but task_runner is not 'dask'")
+        return self
+
+
 class MonitorSpec(_Strict):
     """One table to watch. ``results`` and ``models`` default to the file's global values."""
 
@@ -269,9 +367,13 @@ class MonitorSpec(_Strict):
     store_scores: bool = Field(
         default=False, description="also write every row's score to tw_scores (one row per source row)"
     )
+    schedule: ScheduleSpec | None = Field(default=None, description="default: the file's global schedule")
+    alerts: AlertSpec | None = Field(default=None, description="overrides the global alerts field by field")
     results: str | None = None
     models: str | None = None
     auto_upgrade: bool | None = Field(default=None, description="set globally; see Config.auto_upgrade")
+    timeouts: TimeoutSpec | None = Field(default=None, description="default: execution.timeouts")
+    lock_wait: float | None = Field(default=None, ge=0, description="default: execution.lock_wait")
 
     @field_validator("name")
     @classmethod
@@ -329,6 +431,9 @@ class Config(_Strict):
         default=True,
         description="flows migrate a results database that is behind; false: they refuse and name the command",
     )
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    alerts: AlertSpec = Field(default_factory=AlertSpec)
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     monitors: list[MonitorSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -343,6 +448,10 @@ class Config(_Strict):
                     "results": m.results or self.results,
                     "models": m.models or self.models,
                     "auto_upgrade": self.auto_upgrade if m.auto_upgrade is None else m.auto_upgrade,
+                    "schedule": m.schedule or self.schedule,
+                    "alerts": self.alerts.merged(m.alerts),
+                    "timeouts": m.timeouts or self.execution.timeouts,
+                    "lock_wait": self.execution.lock_wait if m.lock_wait is None else m.lock_wait,
                 }
             )
             for m in self.monitors

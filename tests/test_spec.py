@@ -476,3 +476,73 @@ def test_supervised_detector_without_label_is_a_config_error() -> None:
     ok = parse_config(config(monitor("payments", label="is_fraud", detector={"name": "classifier"}))).monitors[0]
     assert ok.detector.supervised and ok.label == "is_fraud"
     assert not parse_config(config(monitor(detector={"name": "mad"}))).monitors[0].detector.supervised
+
+
+# -- schedule, alerts, execution -----------------------------------------------------
+def test_schedule_defaults_to_the_global_one_and_a_monitor_may_override_it() -> None:
+    cfg = parse_config(
+        config(
+            monitor("payments"),
+            monitor("orders", schedule={"cron": "30 7 * * 1-5", "timezone": "Europe/Berlin"}),
+            schedule={"cron": "15 5 * * *", "timezone": "America/New_York"},
+        )
+    )
+    payments, orders = cfg.monitors
+    assert (payments.schedule.cron, payments.schedule.timezone) == ("15 5 * * *", "America/New_York")
+    assert (orders.schedule.cron, orders.schedule.timezone) == ("30 7 * * 1-5", "Europe/Berlin")
+    default = parse_config(config()).monitors[0].schedule
+    assert (default.cron, default.timezone) == ("0 6 * * *", "UTC")
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ({"cron": "0 25 * * *"}, "monitor 'payments', field 'schedule.cron': Invalid cron string"),
+        ({"cron": "0 6 * *"}, "monitor 'payments', field 'schedule.cron': give five cron fields"),
+        ({"timezone": "Europe/Atlantis"}, "monitor 'payments', field 'schedule.timezone': unknown time zone"),
+        ({"cron": "0 6 * * *", "tz": "UTC"}, "monitor 'payments', field 'schedule.tz': Extra inputs"),
+    ],
+)
+def test_bad_schedules_are_named(schedule: dict, message: str) -> None:
+    assert message in config_error(config(monitor(schedule=schedule)))
+
+
+def test_monitor_alerts_override_the_global_ones_field_by_field() -> None:
+    cfg = parse_config(
+        config(
+            monitor("payments", alerts={"severity": "high", "quarantine": False}),
+            monitor("orders"),
+            alerts={"urls": ["json://hooks.internal/tw"], "anomaly_rate": 0.05},
+        )
+    )
+    payments, orders = cfg.monitors
+    assert payments.alerts.urls == ["json://hooks.internal/tw"] and payments.alerts.anomaly_rate == 0.05
+    assert (payments.alerts.severity, payments.alerts.quarantine) == ("high", False)
+    assert (orders.alerts.severity, orders.alerts.quarantine) == (None, True)
+
+
+@pytest.mark.parametrize(
+    ("top", "message"),
+    [
+        ({"alerts": {"urls": ["hooks.internal/tw"]}}, "field 'alerts.urls': urls[0] is not an apprise URL"),
+        ({"alerts": {"severity": "critical"}}, "field 'alerts.severity'"),
+        ({"execution": {"task_runner": "ray"}}, "field 'execution.task_runner'"),
+        ({"execution": {"dask_address": "tcp://s:8786"}}, "dask_address is set but task_runner is not 'dask'"),
+        ({"execution": {"timeouts": {"scan": 0}}}, "field 'execution.timeouts.scan'"),
+    ],
+)
+def test_bad_alerts_and_execution_are_named(top: dict, message: str) -> None:
+    assert message in config_error(config(**top))
+
+
+def test_timeouts_and_lock_wait_come_from_execution_unless_a_monitor_sets_them() -> None:
+    cfg = parse_config(
+        config(
+            monitor("payments", lock_wait=30, timeouts={"scan": 60}),
+            monitor("orders"),
+            execution={"timeouts": {"train": 600}, "lock_wait": 5},
+        )
+    )
+    payments, orders = cfg.monitors
+    assert (payments.lock_wait, payments.timeouts.scan, payments.timeouts.train) == (30, 60, 14400)
+    assert (orders.lock_wait, orders.timeouts.train) == (5, 600)
