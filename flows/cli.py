@@ -188,6 +188,40 @@ def backfill(
 
 
 @app.command()
+def serve(
+    config: Path = ConfigOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs."),
+) -> None:
+    """Serve one scheduled deployment per monitor (cron and time zone from the config) until stopped.
+
+    Needs a Prefect API to register with: set PREFECT_API_URL (see 'prefect server start').
+    """
+    from tasks.spec import load_config
+
+    cfg = load_config(config)
+    _quiet_prefect(verbose)
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.serve import deployment_plans, serve
+
+    plans = deployment_plans(cfg, config)
+    if not PREFECT_API_URL.value():
+        out.print(
+            "[yellow]PREFECT_API_URL is not set:[/] serving against a temporary local Prefect server that "
+            "stops with this command. Start one with 'prefect server start' and export PREFECT_API_URL to keep "
+            "the schedules and run history."
+        )
+    table = Table(title="tablewatch deployments (flow daily-monitoring)")
+    for col in ("deployment", "cron", "time zone", "next run"):
+        table.add_column(col, no_wrap=True)
+    for plan in plans:
+        table.add_row(f"daily-monitoring/{plan.name}", plan.cron, plan.timezone, f"{plan.next_run():%Y-%m-%d %H:%M %Z}")
+    out.print(table)
+    out.print("Serving; stop with Ctrl+C.")
+    serve(plans)
+
+
+@app.command()
 def report(
     config: Path = ConfigOption,
     on: str | None = typer.Option(None, "--date", "-d", help="Report date, YYYY-MM-DD (default: yesterday)."),
@@ -257,6 +291,19 @@ def db_current(config: Path = ConfigOption) -> None:
             out.print(f"{redact(url)}: {revision} (current)", highlight=False, markup=False, soft_wrap=True)
     if behind:
         raise typer.Exit(1)
+
+
+@db_app.command("views")
+def db_views(config: Path = ConfigOption) -> None:
+    """(Re)install the analyst views (tw_v_*) in every results database of the config, after upgrading its schema."""
+    from tasks.db import redact
+    from tasks.migrate import upgrade
+    from tasks.views import install_views_url
+
+    for url in _results_urls(config):
+        upgrade(url)  # the views read the current tables (and 0003 installs them the first time)
+        names = install_views_url(url)
+        out.print(f"{redact(url)}: installed {', '.join(names)}", highlight=False, markup=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from tasks.db import get_engine
 from tasks.errors import TablewatchError
 from tasks.migrate import SchemaOutOfDateError, SchemaTooNewError
 
-HEAD = "0002_tw_scores"
+HEAD = "0003_views"
 BASELINE = "0001_baseline"
 
 
