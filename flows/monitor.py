@@ -1,7 +1,7 @@
 """``monitor_table``: one monitor, one partition, through every stage of the data path."""
 
-from __future__ import annotations
-
+# No postponed annotations in this module: Dask workers receive its flows and tasks
+# pickled by value, and their parameter types must travel with them.
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,8 +12,10 @@ from datetime import date
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from tasks.alerts import SEVERITY_ORDER, RunFacts, alert_task
 from tasks.evaluate import evaluate_task
 from tasks.extract import open_partition_task
+from tasks.lease import partition_lease
 from tasks.report import build_report, publish_report_task
 from tasks.scan import scan_task
 from tasks.spec import MonitorSpec
@@ -66,16 +68,59 @@ def _summary(run: RunRecord) -> RunSummary:
     )
 
 
+def _top_severity(anomalies) -> str | None:
+    if anomalies is None or not len(anomalies):
+        return None
+    present = set(anomalies["severity"])
+    return max((s for s in SEVERITY_ORDER if s in present), key=SEVERITY_ORDER.index, default=None)
+
+
+def _alert(monitor: MonitorSpec, run: RunRecord, anomalies=None) -> None:
+    """Notify the monitor's alert targets when the run crosses a level; never fails the run."""
+    if not monitor.alerts.urls:
+        return
+    facts = RunFacts(
+        monitor=run.monitor,
+        partition_date=run.partition_date,
+        status=run.status,
+        rows=run.rows_read,
+        anomalies=run.anomalies,
+        anomaly_rate=(run.anomalies / run.rows_scored) if run.anomalies is not None and run.rows_scored else None,
+        top_severity=_top_severity(anomalies),
+        detail=run.error or run.note,
+        run_id=run.run_id,
+    )
+    try:
+        outcome = alert_task(monitor.alerts, facts)
+    except Exception as exc:  # the alert is a courtesy: the run's outcome stands without it
+        get_run_logger().warning("%s %s: alerting failed: %s", run.monitor, run.partition_date, exc)
+        return
+    if outcome.reasons:
+        get_run_logger().info("%s %s: %s", run.monitor, run.partition_date, outcome.summary)
+
+
 @flow(name="monitor-table", flow_run_name="{monitor.name}/{partition_date}", validate_parameters=True)
 def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
     """Inspect the source, train or load the model, scan the partition (extract, validate,
-    normalise and score, batch by batch), evaluate, report and write it.
+    normalise and score, batch by batch), evaluate, report, write it and alert.
+
+    Only one run of a monitor-partition works at a time (``tasks.lease``); a second one
+    fails at once with ``PartitionBusyError`` and touches nothing. Every stage runs under
+    the monitor's timeout; reading and writing retry transient database errors.
 
     Per-stage seconds go to ``tw_runs.stage_seconds``: inspect, train, extract (reading,
     overlapped with the scan's other stages), extract_wait (the part of it nothing else
     could proceed), validate, normalise, score, evaluate, report, write.
     """
+    prepare_results_db(monitor.results_url, auto_upgrade=monitor.auto_upgrade is not False)
+    with partition_lease(monitor.results_url, monitor.name, partition_date, wait_s=monitor.lock_wait or 0.0):
+        return _monitor(monitor, partition_date)
+
+
+def _monitor(monitor: MonitorSpec, partition_date: date) -> RunSummary:
     logger = get_run_logger()
+    timeouts = monitor.timeouts
+    assert timeouts is not None, "MonitorSpec.timeouts is filled in by Config"
     run = RunRecord(
         run_id=str(uuid.uuid4()),
         monitor=monitor.name,
@@ -83,20 +128,21 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
         started_at=utcnow(),
         flow_run_id=flow_run.get_id(),
     )
-    prepare_results_db(monitor.results_url, auto_upgrade=monitor.auto_upgrade is not False)
     scan = None
     try:
         with _stage(run, "inspect"):
-            partition = open_partition_task(monitor, partition_date)
+            partition = open_partition_task.with_options(timeout_seconds=timeouts.inspect)(monitor, partition_date)
         missing = partition.missing_columns(monitor)
         choice = ModelChoice(None)
         if missing:
             logger.warning("%s: column(s) %s missing from %s", monitor.name, ", ".join(missing), monitor.table)
         else:
             with _stage(run, "train"):
-                choice = train_or_load_task(monitor, partition_date, partition.source, partition.features)
+                choice = train_or_load_task.with_options(timeout_seconds=timeouts.train)(
+                    monitor, partition_date, partition.source, partition.features
+                )
         model = choice.model
-        scan = scan_task(monitor, partition, model)
+        scan = scan_task.with_options(timeout_seconds=timeouts.scan)(monitor, partition, model)
         for name, seconds in scan.seconds.items():
             run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + seconds
         run.rows_read = scan.rows
@@ -147,9 +193,12 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
         run.finished_at = utcnow()
         with _stage(run, "write"):
             scores = scan.spool.batches() if scan.spool is not None else None
-            write_partition_task(monitor.results_url, run, validation, anomalies, report.row, metrics, scores)
+            write_partition_task.with_options(timeout_seconds=timeouts.write)(
+                monitor.results_url, run, validation, anomalies, report.row, metrics, scores
+            )
         finish_run(monitor.results_url, run)
         publish_report_task(report)
+        _alert(monitor, run, anomalies)
         logger.info(
             "%s %s: %s, %s rows, %s anomalies, model %s",
             monitor.name,
@@ -166,6 +215,7 @@ def monitor_table(monitor: MonitorSpec, partition_date: date) -> RunSummary:
             record_failure(monitor.results_url, run)
         except Exception as store_exc:  # the results DB itself is down: say so, keep the original error
             logger.error("could not record the failed run in %s: %s", monitor.name, store_exc)
+        _alert(monitor, run)
         raise
     finally:
         if scan is not None:

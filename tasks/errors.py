@@ -49,3 +49,14 @@ def retry_if_transient(task, task_run, state) -> bool:
     except Exception:  # the state holds no readable result: do not guess
         return False
     return isinstance(exc, BaseException) and is_transient(exc)
+
+
+TRANSIENT_RETRIES = {
+    "retries": 2,
+    "retry_delay_seconds": [2, 10],
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_if_transient,
+}
+"""Prefect task options shared by every stage that talks to a database: two retries with
+backoff (about 2 s, then 10 s, jittered so parallel runs do not retry in step), only for
+transient failures; anything else fails at once."""

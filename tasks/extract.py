@@ -28,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 
 from tasks.db import get_engine, redact
-from tasks.errors import SourceUnavailableError, retry_if_transient
+from tasks.errors import TRANSIENT_RETRIES, SourceUnavailableError
 from tasks.readers import BATCH_ROWS, AdbcTypeError, read_batches
 from tasks.spec import MonitorSpec
 
@@ -364,7 +364,5 @@ open_partition_task = task(
     open_partition,
     name="inspect-source",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_if_transient,
+    **TRANSIENT_RETRIES,
 )

@@ -55,7 +55,7 @@ def build_report(
 
     top = _top_rows(anomalies)
     flags = training_flags(training)
-    md = _markdown(run, outcome, rows, count, rate, past_mean, change, validation, top, training_note, len(past_rates))
+    md = _markdown(run, outcome, rows, count, rate, past_mean, change, validation, top, training_note, history)
     md = _with_training_and_metrics(md, flags, training if training_note else None, metrics or [])
     row = {
         "report_date": run.partition_date,
@@ -158,8 +158,9 @@ def _markdown(
     validation: ValidationOutcome,
     top: list[dict[str, Any]],
     training_note: str | None,
-    history_days: int,
+    history: list[dict[str, Any]],
 ) -> str:
+    history_days = sum(1 for h in history if h.get("anomaly_rate") is not None)
     lines = [
         f"# {run.monitor} · {run.partition_date.isoformat()}",
         "",
@@ -190,6 +191,7 @@ def _markdown(
         lines += ["## Top anomalies", "", "| row key | score | severity | top features |", "|---|---:|---|---|"]
         lines += [f"| {t['row_key']} | {t['score']:.3f} | {t['severity']} | {t['top_features']} |" for t in top]
         lines.append("")
+    lines += _trend(history, run, rows, count, rate, outcome)
     lines += [
         "## This day's anomalies in SQL",
         "",
@@ -201,6 +203,49 @@ def _markdown(
         "```",
     ]
     return "\n".join(lines)
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def _trend(
+    history: list[dict[str, Any]], run: RunRecord, rows: int, count: int | None, rate: float | None, outcome: str
+) -> list[str]:
+    """The previous days' reports and this one, oldest first, with a bar per anomaly rate."""
+    days = [
+        *history,
+        {
+            "report_date": run.partition_date,
+            "rows": rows,
+            "anomalies": count,
+            "anomaly_rate": rate,
+            "validation_outcome": outcome,
+        },
+    ]
+    rates = [d["anomaly_rate"] for d in days if d.get("anomaly_rate") is not None]
+    top = max(rates, default=0.0)
+
+    def bar(r: float | None) -> str:
+        if r is None:
+            return ""
+        return _BARS[min(len(_BARS) - 1, int(r / top * (len(_BARS) - 1)))] if top > 0 else _BARS[0]
+
+    lines = [
+        "## Trend: the previous 7 days and this one",
+        "",
+        "| day | rows | anomalies | rate | | validation |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for d in days:
+        day = d["report_date"]
+        day = day.isoformat() if hasattr(day, "isoformat") else str(day)
+        mark = " (this run)" if day == run.partition_date.isoformat() else ""
+        anomalies = "n/a" if d.get("anomalies") is None else f"{d['anomalies']:,}"
+        lines.append(
+            f"| {day}{mark} | {d.get('rows') or 0:,} | {anomalies} | {_pct(d.get('anomaly_rate'))} | "
+            f"{bar(d.get('anomaly_rate'))} | {d.get('validation_outcome') or ''} |"
+        )
+    return [*lines, ""]
 
 
 def artifact_key(monitor: str, kind: str) -> str:

@@ -27,6 +27,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.errors import TRANSIENT_RETRIES
 from tasks.evaluate import labels_from
 from tasks.extract import Partition, consume_partition
 from tasks.readers import BATCH_ROWS
@@ -157,4 +158,4 @@ def scan_partition(
 
 
 # -- Prefect wrapper -------------------------------------------------------------------
-scan_task = task(scan_partition, name="extract-validate-score", cache_policy=NO_CACHE)
+scan_task = task(scan_partition, name="extract-validate-score", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)

@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import migrate
 from tasks.bulk import constant_columns, insert_arrow
 from tasks.db import get_engine
-from tasks.errors import retry_if_transient
+from tasks.errors import TRANSIENT_RETRIES
 from tasks.schema import (
     PARTITION_TABLES,
     tw_anomalies,
@@ -270,7 +270,5 @@ write_partition_task = task(
     write_partition,
     name="write",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=retry_if_transient,
+    **TRANSIENT_RETRIES,
 )

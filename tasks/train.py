@@ -41,7 +41,7 @@ from prefect.exceptions import MissingContextError
 import detectors
 from detectors import Detector
 from tasks.db import get_engine
-from tasks.errors import InsufficientHistoryError, ModelError
+from tasks.errors import TRANSIENT_RETRIES, InsufficientHistoryError, ModelError
 from tasks.evaluate import evaluate, labels_from
 from tasks.extract import Partition, SourceSchema, consume_partition, list_partitions
 from tasks.normalise import Normaliser
@@ -392,4 +392,4 @@ def load_bundle(path: Path) -> Model:
 
 
 # -- Prefect wrapper -------------------------------------------------------------------
-train_or_load_task = task(train_or_load, name="train-or-load", cache_policy=NO_CACHE)
+train_or_load_task = task(train_or_load, name="train-or-load", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)

@@ -288,3 +288,22 @@ def test_with_auto_upgrade_off_a_behind_results_database_is_refused_until_upgrad
     state = daily_monitoring(str(config), plan.end, return_state=True)
     assert state.is_completed()
     assert query(db_url(config), "SELECT status FROM tw_runs") == [("succeeded",)]
+
+
+def test_alerts_reach_a_local_receiver_for_quarantine_and_anomaly_rate(tmp_path, receiver):
+    from test_alerts import FAST
+
+    (host, port), received = receiver
+    config, plan = make_demo(tmp_path)
+    config.write_text(
+        f"alerts: {{urls: ['json://{host}:{port}/hook?{FAST}'], anomaly_rate: 0.001, quarantine: true}}\n"
+        + config.read_text()
+    )
+    assert daily_monitoring(str(config), plan.broken_date, return_state=True).is_completed()
+    assert daily_monitoring(str(config), plan.end, return_state=True).is_completed()
+    assert len(received) == 2 and all(r["path"].startswith("/hook") for r in received)
+    quarantined, rate = (r["json"] for r in received)
+    assert quarantined["title"] == f"tablewatch: payments {plan.broken_date} quarantined"
+    assert "quarantined" in quarantined["message"] and "tw_anomalies" in quarantined["message"]
+    assert rate["title"].startswith(f"tablewatch: payments {plan.end}")
+    assert "reached the alert level 0.10%" in rate["message"]

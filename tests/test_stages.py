@@ -170,11 +170,44 @@ def test_write_replaces_a_partition_atomically(backend_url):
 def test_report_compares_with_the_previous_days():
     run = _run(date(2026, 1, 8))
     run.rows_read, run.rows_scored, run.anomalies = 1000, 1000, 30
-    history = [{"anomaly_rate": 0.01}, {"anomaly_rate": 0.01}, {"anomaly_rate": None}]
+    history = [  # rows as tasks.store.recent_reports returns them, oldest first
+        {
+            "report_date": date(2026, 1, 5),
+            "rows": 900,
+            "anomalies": 9,
+            "anomaly_rate": 0.01,
+            "validation_outcome": "passed",
+        },
+        {
+            "report_date": date(2026, 1, 6),
+            "rows": 1000,
+            "anomalies": 10,
+            "anomaly_rate": 0.01,
+            "validation_outcome": "passed",
+        },
+        {
+            "report_date": date(2026, 1, 7),
+            "rows": 50,
+            "anomalies": None,
+            "anomaly_rate": None,
+            "validation_outcome": "failed",
+        },
+    ]
     report = build_report(run, ValidationOutcome([]), _anomalies(3), history)
     assert report.row["anomaly_rate"] == pytest.approx(0.03)
     assert report.row["rate_change_7d"] == pytest.approx(0.02)
     assert "+2.00 pp" in report.markdown and "| 0 | 5.000 | high | value (100%) |" in report.markdown
+    trend = report.markdown.split("## Trend: the previous 7 days and this one")[1].split("##")[0]
+    assert "| 2026-01-05 | 900 | 9 | 1.00% | ▃ | passed |" in trend  # bars scale to the highest rate shown
+    assert "| 2026-01-07 | 50 | n/a | n/a |  | failed |" in trend
+    assert "| 2026-01-08 (this run) | 1,000 | 30 | 3.00% | █ |" in trend
+
+
+def test_report_without_history_still_shows_the_day_in_the_trend():
+    run = _run(date(2026, 1, 8))
+    run.rows_read, run.rows_scored, run.anomalies = 10, 10, 0
+    report = build_report(run, ValidationOutcome([]), _anomalies(0), [])
+    assert "| 2026-01-08 (this run) | 10 | 0 | 0.00% | ▁ |" in report.markdown
 
 
 def test_retrain_reasons(tmp_path):
