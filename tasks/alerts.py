@@ -130,6 +130,8 @@ def alert_message(facts: RunFacts, reasons: list[str]) -> tuple[str, str]:
     if facts.detail:
         detail = facts.detail if len(facts.detail) <= DETAIL_LIMIT else facts.detail[:DETAIL_LIMIT] + " ..."
         lines += ["", f"Detail: {detail}"]
+    # Shown to a person, never executed by tablewatch; the monitor name is a slug (tasks.spec) and
+    # the date ISO, and both are quoted as SQL literals anyway.
     sql = (
         "SELECT row_key, score, severity, contributions FROM tw_anomalies "
         f"WHERE monitor = {_sql_literal(facts.monitor)} "

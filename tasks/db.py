@@ -13,10 +13,12 @@ held while a statement or transaction uses it.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -91,6 +93,58 @@ def redact(url: str) -> str:
         return "<unparseable database URL>"
 
 
+SCRUB_MIN_CHARS = 4
+"""Shorter passwords are not masked inside free text: replacing every ``pw`` would garble messages."""
+
+
+def scrub(text: str, *urls: str) -> str:
+    """``text`` with the passwords of ``urls`` masked, as typed and URL-encoded.
+
+    For messages that quote a driver's or server's error text: tablewatch never puts a
+    URL into them unredacted, but a driver might echo what it was given.
+    """
+    for url in urls:
+        try:
+            password = make_url(url).password
+        except Exception:  # not a URL: nothing of it can be told apart as the password
+            continue
+        if password and len(str(password)) >= SCRUB_MIN_CHARS:
+            password = str(password)
+            for form in sorted({password, quote(password, safe=""), quote_plus(password)}, key=len, reverse=True):
+                text = text.replace(form, "***")
+    return text
+
+
+def _gated_connection_class(gate: _LibraryGate) -> type[sqlite3.Connection]:
+    """A sqlite3 connection class that holds ``gate`` for 'sqlite3' for exactly its open life."""
+
+    class GatedConnection(sqlite3.Connection):
+        def __init__(self, *args, **kwargs) -> None:
+            gate.enter("sqlite3")
+            self._tw_gated = True
+            try:
+                super().__init__(*args, **kwargs)
+            except BaseException:
+                self._tw_release()
+                raise
+
+        def _tw_release(self) -> None:
+            if getattr(self, "_tw_gated", False):
+                self._tw_gated = False
+                gate.leave("sqlite3")
+
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                self._tw_release()
+
+        def __del__(self) -> None:  # a connection dropped without close() must not hold the gate
+            self._tw_release()
+
+    return GatedConnection
+
+
 @lru_cache(maxsize=32)
 def get_engine(url: str) -> sa.Engine:
     """A pooled engine; SQLite gets a busy timeout so concurrent runs wait instead of failing."""
@@ -101,20 +155,11 @@ def get_engine(url: str) -> sa.Engine:
         kwargs["connect_args"] = {"timeout": 30}
     if sqlite_file:
         kwargs["poolclass"] = NullPool
+        # The gate is held from before the file is opened until after it is closed: pool
+        # checkout/checkin events fire after the open and before the close, which left a
+        # window for an ADBC reader ("disk I/O error" in parallel runs).
+        kwargs["connect_args"]["factory"] = _gated_connection_class(_gate(parsed.database))
     engine = sa.create_engine(url, **kwargs)
-    if sqlite_file:
-        gate = _gate(parsed.database)
-
-        @sa.event.listens_for(engine.pool, "checkout")
-        def _enter(_dbapi_conn, record, _proxy):
-            gate.enter("sqlite3")
-            record.info["tw_gate"] = True
-
-        @sa.event.listens_for(engine.pool, "checkin")
-        def _leave(_dbapi_conn, record):
-            if record is not None and record.info.pop("tw_gate", False):
-                gate.leave("sqlite3")
-
     if parsed.get_backend_name() == "sqlite":
 
         @sa.event.listens_for(engine, "connect")

@@ -27,7 +27,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 
-from tasks.db import get_engine, redact
+from tasks.db import get_engine, redact, scrub
 from tasks.errors import TRANSIENT_RETRIES, SourceUnavailableError
 from tasks.readers import BATCH_ROWS, AdbcTypeError, read_batches
 from tasks.spec import MonitorSpec
@@ -49,19 +49,38 @@ class SourceSchema:
         return [c.name for c in self.table.columns]
 
 
+def split_table_name(name: str, engine: sa.Engine) -> tuple[str | None, str]:
+    """``(schema, table)`` for the configured ``table``: ``schema.table`` splits at the last dot,
+    unless a table is named with the dots themselves (checked first).
+
+    Both parts are only ever used as identifiers that SQLAlchemy quotes, so a name crafted
+    to break out of its quotes (``main"."tw_runs``) names a schema ``main"`` and a table
+    ``"tw_runs``, which do not exist, never ``tw_runs``.
+    """
+    schema, dot, table = name.rpartition(".")
+    if not dot or not schema:
+        return None, name
+    inspector = sa.inspect(engine)
+    if inspector.has_table(name):
+        return None, name
+    if schema not in inspector.get_schema_names():  # SQLite would call it an OperationalError ("unknown database")
+        raise NoSuchTableError(name)
+    return schema, table
+
+
 def reflect_source(spec: MonitorSpec) -> SourceSchema:
     """Reflect the monitored table; a missing table or server is a SourceUnavailableError."""
-    schema, _, name = spec.table.rpartition(".")
     engine = get_engine(spec.source)
     try:
-        table = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=engine)
+        schema, name = split_table_name(spec.table, engine)
+        table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
     except NoSuchTableError:
         raise SourceUnavailableError(
             f"monitor {spec.name!r}: table {spec.table!r} not found in {redact(spec.source)}"
         ) from None
     except OperationalError as exc:
         raise SourceUnavailableError(
-            f"monitor {spec.name!r}: cannot reach source {redact(spec.source)}: {exc.orig}",
+            f"monitor {spec.name!r}: cannot reach source {redact(spec.source)}: {_error_text(exc, spec)}",
             transient=True,
         ) from None
     numeric = frozenset(c.name for c in table.columns if isinstance(c.type, _NUMERIC_TYPES))
@@ -155,13 +174,19 @@ def stream_range(
         # OSError / ArrowException: ADBC's stream broke part-way (connection lost): worth a retry.
         raise SourceUnavailableError(
             f"monitor {spec.name!r}: reading {spec.table!r} from {redact(spec.source)} failed: "
-            f"{_first_line(getattr(exc, 'orig', None) or exc)}",
+            f"{_first_line(_error_text(exc, spec))}",
             transient=isinstance(exc, (OperationalError, AdbcOperationalError, OSError, pa.ArrowException)),
         ) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or ["(no message)"])[0]
+
+
+def _error_text(exc: BaseException, spec: MonitorSpec) -> str:
+    """The driver's own message (not SQLAlchemy's, which appends the statement), the source's password masked."""
+    cause = getattr(exc, "orig", None) or exc
+    return scrub(str(cause) or type(cause).__name__, spec.source)
 
 
 def read_range(spec: MonitorSpec, source: SourceSchema, start: date, end: date) -> pd.DataFrame:
@@ -209,7 +234,8 @@ def list_partitions(spec: MonitorSpec, before: date, source: SourceSchema | None
             values = [row[0] for row in conn.execute(stmt)]
     except SQLAlchemyError as exc:
         raise SourceUnavailableError(
-            f"monitor {spec.name!r}: listing partitions of {spec.table!r} failed: {getattr(exc, 'orig', exc)}"
+            f"monitor {spec.name!r}: listing partitions of {spec.table!r} in {redact(spec.source)} failed: "
+            f"{_error_text(exc, spec)}"
         ) from None
     days = []
     for v in values:

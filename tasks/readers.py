@@ -54,8 +54,22 @@ def adbc_target(url: str) -> tuple[str, str] | None:
 
 
 def compile_select(stmt: sa.Select, engine: sa.Engine) -> str:
-    """SQL text for ``stmt`` with its (tablewatch-computed) bound values rendered inline."""
-    return str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    """SQL text for ``stmt`` with its (tablewatch-computed) bound values rendered inline.
+
+    The text goes to ADBC as it is, not through a DB-API driver that takes ``%s``
+    parameters: it is compiled for the ``named`` parameter style, so a ``%`` in a quoted
+    identifier (a column ``pct%``) stays single instead of being doubled for psycopg.
+    """
+    return str(stmt.compile(dialect=_text_dialect(engine.dialect), compile_kwargs={"literal_binds": True}))
+
+
+def _text_dialect(dialect: sa.Dialect) -> sa.Dialect:
+    """``dialect``, or a copy of it with the ``named`` paramstyle when it would double percent signs."""
+    if dialect.paramstyle not in ("format", "pyformat"):
+        return dialect
+    plain = type(dialect)(paramstyle="named")
+    plain.server_version_info = dialect.server_version_info  # what the server supports, as first seen
+    return plain
 
 
 def read_batches(

@@ -183,26 +183,43 @@ def _markdown(
     if failures:
         lines += ["## Validation failures", "", "| expectation | column | severity | observed |", "|---|---|---|---|"]
         lines += [
-            f"| {r.expectation} | {r.column or ''} | {r.severity} | {(r.observed_value or '').replace('|', '/')} |"
+            f"| {r.expectation} | {_cell(r.column or '')} | {r.severity} | {_cell(r.observed_value or '')} |"
             for r in failures
         ]
         lines.append("")
     if top:
         lines += ["## Top anomalies", "", "| row key | score | severity | top features |", "|---|---:|---|---|"]
-        lines += [f"| {t['row_key']} | {t['score']:.3f} | {t['severity']} | {t['top_features']} |" for t in top]
+        lines += [
+            f"| {_cell(str(t['row_key']))} | {t['score']:.3f} | {t['severity']} | {_cell(t['top_features'])} |"
+            for t in top
+        ]
         lines.append("")
     lines += _trend(history, run, rows, count, rate, outcome)
+    day = run.partition_date.isoformat()
+    # Text for a person to copy, never executed by tablewatch. The monitor name is a slug
+    # (letters, digits, '-' and '_': tasks.spec.MonitorSpec) and the date ISO; both are
+    # quoted as SQL literals all the same, so the snippet stays valid whatever they hold.
     lines += [
         "## This day's anomalies in SQL",
         "",
         "```sql",
         "SELECT row_key, score, severity, contributions",
         "FROM tw_anomalies",
-        f"WHERE monitor = '{run.monitor}' AND partition_date = '{run.partition_date.isoformat()}'",
+        f"WHERE monitor = {_sql_literal(run.monitor)} AND partition_date = {_sql_literal(day)}",
         "ORDER BY score DESC;",
         "```",
     ]
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: a column name or key holding '|' or a newline cannot split the row."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _sql_literal(value: str) -> str:
+    """``value`` as a single-quoted SQL string literal (quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 _BARS = "▁▂▃▄▅▆▇█"

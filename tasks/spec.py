@@ -11,25 +11,44 @@ import os
 import re
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import unquote
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
 from sqlalchemy.engine import make_url
 
+from tasks.db import redact
 from tasks.errors import ConfigError
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MONITOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 Severity = Literal["critical", "warning"]
+
+
+def _plain_name(value: str) -> str:
+    """Table and column names: anything but empty or control characters.
+
+    Quotes, semicolons, spaces and SQL keywords are allowed: real tables have such names,
+    and they never reach SQL as text (SQLAlchemy quotes every identifier; see tasks.extract).
+    """
+    if not value.strip() or any(ord(c) < 32 for c in value):
+        raise ValueError("must be a non-empty name without control characters")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_plain_name)]
 
 
 class _Strict(BaseModel):
@@ -46,13 +65,13 @@ class _Expectation(_Strict):
 
 class NotNull(_Expectation):
     expect: Literal["not_null"]
-    column: str
+    column: Name
     mostly: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
 class Between(_Expectation):
     expect: Literal["between"]
-    column: str
+    column: Name
     min: float | None = None
     max: float | None = None
     mostly: float = Field(default=1.0, ge=0.0, le=1.0)
@@ -68,14 +87,14 @@ class Between(_Expectation):
 
 class InSet(_Expectation):
     expect: Literal["in_set"]
-    column: str
+    column: Name
     values: list[Any] = Field(min_length=1)
     mostly: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
 class Unique(_Expectation):
     expect: Literal["unique"]
-    column: str
+    column: Name
 
 
 class RowCountBetween(_Expectation):
@@ -302,6 +321,13 @@ class AlertSpec(_Strict):
     quarantine: bool = Field(default=True, description="alert when a partition is quarantined")
     failure: bool = Field(default=True, description="alert when a run fails")
 
+    @field_serializer("urls", when_used="json")
+    def _hide_tokens(self, urls: list[str]) -> list[str]:
+        """JSON dumps (Prefect's flow-run parameters) show the URLs redacted to scheme and host."""
+        from tasks.alerts import redact_url
+
+        return [redact_url(u) for u in urls]
+
     @field_validator("urls")
     @classmethod
     def _urls(cls, value: list[str]) -> list[str]:
@@ -349,16 +375,30 @@ class ExecutionSpec(_Strict):
         return self
 
 
+def _shown_url(url: str | None) -> str | None:
+    """A database URL as JSON dumps show it: password masked.
+
+    Prefect stores a flow's parameters as JSON (``monitor_table`` takes a ``MonitorSpec``), and
+    its UI and API show them; the password, interpolated from the environment, must not go
+    there. Python-mode dumps and the objects themselves keep the real URL.
+    """
+    return None if url is None else redact(url)
+
+
 class MonitorSpec(_Strict):
-    """One table to watch. ``results`` and ``models`` default to the file's global values."""
+    """One table to watch. ``results`` and ``models`` default to the file's global values.
+
+    Its JSON form (``model_dump(mode="json")``, Prefect's flow-run parameters) masks the
+    passwords of ``source`` and ``results``.
+    """
 
     name: str
     source: str
-    table: str
-    partition_column: str
-    key: str
-    features: list[str] | None = None
-    label: str | None = None
+    table: Name
+    partition_column: Name
+    key: Name
+    features: list[Name] | None = None
+    label: Name | None = None
     detector: DetectorSpec = Field(default_factory=DetectorSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     threshold: ThresholdSpec = Field(default_factory=ThresholdSpec)
@@ -375,18 +415,15 @@ class MonitorSpec(_Strict):
     timeouts: TimeoutSpec | None = Field(default=None, description="default: execution.timeouts")
     lock_wait: float | None = Field(default=None, ge=0, description="default: execution.lock_wait")
 
+    @field_serializer("source", "results", when_used="json")
+    def _hide_password(self, url: str | None) -> str | None:
+        return _shown_url(url)
+
     @field_validator("name")
     @classmethod
     def _slug(cls, value: str) -> str:
         if not _MONITOR_NAME.match(value):
             raise ValueError("use letters, digits, '-' and '_' only, starting with a letter or digit (at most 63)")
-        return value
-
-    @field_validator("table", "partition_column", "key", "label")
-    @classmethod
-    def _identifier(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
-            raise ValueError("must be a non-empty name without control characters")
         return value
 
     @field_validator("features")
@@ -435,6 +472,10 @@ class Config(_Strict):
     alerts: AlertSpec = Field(default_factory=AlertSpec)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     monitors: list[MonitorSpec] = Field(min_length=1)
+
+    @field_serializer("results", when_used="json")
+    def _hide_password(self, url: str) -> str | None:
+        return _shown_url(url)
 
     @model_validator(mode="after")
     def _unique_and_defaults(self) -> Config:
@@ -510,21 +551,175 @@ def _describe_location(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
 _EXPECT_TAGS = {"not_null", "between", "in_set", "unique", "row_count_between"}
 
 
-def format_validation_error(exc: ValidationError, raw: dict[str, Any], source: str) -> str:
+def _written_value(tree: Any, loc: tuple[Any, ...]) -> Any:
+    """The value at ``loc`` in the tree as written (before interpolation), or None when the path leaves it."""
+    for part in loc:
+        if isinstance(tree, dict) and part in tree:
+            tree = tree[part]
+        elif isinstance(tree, list) and isinstance(part, int) and 0 <= part < len(tree):
+            tree = tree[part]
+        else:
+            return None
+    return tree
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys the mapping at error location ``loc`` (under ``Config``) accepts; None when that is unclear."""
+    kinds: list[Any] = [Config]
+    for part in loc:
+        kinds = [k for kind in kinds for k in _step(kind, part)]
+    models = {k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)}
+    return list(models.pop().model_fields) if len(models) == 1 else None
+
+
+def _flatten(kind: Any) -> list[Any]:
+    """The alternatives of a type: ``X | None`` and ``Annotated[A | B, ...]`` opened up."""
+    origin = get_origin(kind)
+    if origin is Annotated:
+        return _flatten(get_args(kind)[0])
+    if origin in (Union, UnionType):
+        return [k for arg in get_args(kind) for k in _flatten(arg)]
+    return [kind]
+
+
+def _step(kind: Any, part: Any) -> list[Any]:
+    """The types found at ``part`` (a key, a list index or an expectation tag) inside ``kind``."""
+    found: list[Any] = []
+    for tp in _flatten(kind):
+        if isinstance(part, int):
+            if get_origin(tp) is list:
+                found += _flatten(get_args(tp)[0])
+        elif isinstance(tp, type) and issubclass(tp, BaseModel):
+            if part in tp.model_fields:
+                found += _flatten(tp.model_fields[part].annotation)
+            elif "expect" in tp.model_fields and part in get_args(tp.model_fields["expect"].annotation):
+                found.append(tp)  # the tag pydantic puts in the location of a tagged union
+    return found
+
+
+def format_validation_error(
+    exc: ValidationError, raw: dict[str, Any], source: str, written: dict[str, Any] | None = None
+) -> str:
+    """One line naming, for every error, the monitor, the field and the bad value.
+
+    A value that came from the environment (``written`` holds ``${VAR}`` there) is shown as
+    written, never as its value: the variable may hold a secret.
+    """
     messages = []
     for err in exc.errors(include_url=False):
-        where = _describe_location(tuple(err["loc"]), raw)
+        loc = tuple(err["loc"])
+        where = _describe_location(loc, raw)
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            keys = _keys_at(loc[:-1])
+            msg = "Extra inputs are not permitted: unknown key"
+            if keys:
+                msg += f"; the keys here are {', '.join(keys)}"
         bad = err.get("input")
-        shown = "" if isinstance(bad, (dict, list)) or err["type"] == "missing" else f" (got {bad!r})"
+        as_written = _written_value(written, loc) if written is not None else None
+        if isinstance(bad, (dict, list)) or err["type"] == "missing":
+            shown = ""
+        elif isinstance(as_written, str) and _ENV_PATTERN.search(as_written):
+            shown = f" (got {as_written!r}, from the environment)"
+        else:
+            shown = f" (got {bad!r})"
         messages.append(f"{where}: {msg}{shown}")
     return f"{source}: " + "; ".join(messages)
+
+
+# -- secrets ------------------------------------------------------------------------
+_URL_PASSWORD_KEYS = {"password", "passwd"}
+"""Query parameters that carry a password (libpq and most drivers accept ``?password=``)."""
+_HELD = re.compile("\x00([0-9]+)\x00")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+._-]{0,40}$")
+
+
+def _url_passwords(url: str) -> tuple[str | None, list[str]]:
+    """The password of ``url``'s user part (decoded, as the driver gets it) and any ``password`` query values."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL SQLAlchemy reads (a whole URL from one variable, say): split it by hand
+        userinfo = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0].rpartition("@")[0]
+        return (userinfo.partition(":")[2] if ":" in userinfo else None), []
+    query = []
+    for key, value in parsed.query.items():
+        if key.lower() in _URL_PASSWORD_KEYS:
+            query += [value] if isinstance(value, str) else list(value)
+    return (None if parsed.password is None else str(parsed.password)), query
+
+
+def _password_problem(url: str, fix: str) -> str | None:
+    """What is wrong with the password of database URL ``url`` as written (before interpolation), or None.
+
+    The password (in the user part or a ``password`` query parameter) must be exactly one
+    ``${VAR}`` reference: a literal, or a ``${VAR:-default}`` with a default, puts it in
+    the file. The variable's value must also come out of URL parsing intact, else parts of
+    it would end up in the host name or port (and in error messages).
+    """
+    refs: list[re.Match[str]] = []
+
+    def hold(match: re.Match[str]) -> str:
+        refs.append(match)
+        return f"\x00{len(refs) - 1}\x00"
+
+    user_password, query_passwords = _url_passwords(_ENV_PATTERN.sub(hold, url))
+    for password in (user_password, *query_passwords):
+        if not password:
+            continue
+        held = _HELD.fullmatch(password)
+        if held is None:
+            return f"the database URL has a password written into the config; {fix}"
+        if refs[int(held.group(1))].group(2):
+            return f"the default of the password's ${{VAR:-default}} writes the password into the config; {fix}"
+    held = _HELD.fullmatch(user_password or "")
+    if held is not None:
+        ref = refs[int(held.group(1))]
+        try:
+            expected, (got, _) = unquote(interpolate_env(ref.group(0))), _url_passwords(interpolate_env(url))
+        except ConfigError:  # the variable is not set: interpolation says so, naming the place
+            return None
+        if got != expected:
+            return (
+                f"the password in ${{{ref.group(1)}}} breaks up the URL: percent-encode the characters "
+                "@ / ? # % in it (e.g. urllib.parse.quote(password, safe=''))"
+            )
+    return None
+
+
+def check_database_passwords(raw: dict[str, Any], source: str = "config") -> None:
+    """Refuse database URLs whose password is written in the config rather than taken from the environment.
+
+    Checks the global ``results`` and each monitor's ``source`` and ``results`` as written
+    (before ``${VAR}`` interpolation). The message never quotes the password.
+    """
+    places: list[tuple[str, str, Any]] = [("", "results", raw.get("results"))]
+    monitors = raw.get("monitors")
+    if isinstance(monitors, list):
+        for i, m in enumerate(monitors):
+            if isinstance(m, dict):
+                name = m.get("name")
+                label = f"monitor {name!r}, " if isinstance(name, str) and name else f"monitor #{i + 1}, "
+                places += [(label, key, m.get(key)) for key in ("source", "results")]
+    for label, key, value in places:
+        if not isinstance(value, str):
+            continue
+        scheme = value.partition("://")[0] if "://" in value else ""
+        var = f"TW_{key.upper()}_PASSWORD"
+        fix = (
+            f"keep it in an environment variable: write {scheme if _SCHEME.match(scheme) else 'driver'}"
+            f"://user:${{{var}}}@host:port/database and set {var} in the environment"
+        )
+        problem = _password_problem(value, fix)
+        if problem:
+            raise ConfigError(f"{source}: {label}field {key!r}: {problem}")
 
 
 def parse_config(raw: Any, source: str = "config", base_dir: Path | None = None) -> Config:
     """Validate an already-parsed YAML tree; relative SQLite and model paths resolve from ``base_dir``."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with 'monitors', got {type(raw).__name__}")
+    check_database_passwords(raw, source)  # before interpolation: what the file itself says
+    written = raw
     try:
         raw = interpolate_env(raw)
     except ConfigError as exc:
@@ -532,7 +727,7 @@ def parse_config(raw: Any, source: str = "config", base_dir: Path | None = None)
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, raw, source)) from None
+        raise ConfigError(format_validation_error(exc, raw, source, written=written)) from None
     if base_dir is None:
         return config
     return _resolve_paths(config, base_dir)

@@ -309,7 +309,10 @@ def test_load_config_validation_error_names_the_file(tmp_path: Path) -> None:
     assert str(file) in message and "payments" in message and "training.window" in message
 
 
-def test_relative_sqlite_urls_resolve_from_the_config_directory(tmp_path: Path) -> None:
+def test_relative_sqlite_urls_resolve_from_the_config_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TW_TEST_PW", "p")
     base = tmp_path / "conf" / "dir"
     file = write(
         base / "monitors.yaml",
@@ -330,8 +333,8 @@ def test_relative_sqlite_urls_resolve_from_the_config_directory(tmp_path: Path) 
             partition_column: d
             key: id
           - name: server
-            source: postgresql+psycopg://u:p@db:5432/src
-            results: postgresql+psycopg://u:p@db:5432/res
+            source: postgresql+psycopg://u:${TW_TEST_PW}@db:5432/src
+            results: postgresql+psycopg://u:${TW_TEST_PW}@db:5432/res
             table: t
             partition_column: d
             key: id
