@@ -2,8 +2,9 @@
 
 A model directory holds ``config.json`` (registry name and constructor params), the
 learned arrays in ``arrays.npz`` and, for Keras families, ``model.keras``. It is written
-under a temporary name beside the target and renamed into place, so a crash never
-leaves half a model where a loader would find it.
+under a temporary name beside the target, synced to disk and renamed into place, so
+neither a crash, a power cut nor a full disk ever leaves half a model where a loader
+would find it (a failed save removes its temporary directory).
 """
 
 from __future__ import annotations
@@ -33,11 +34,32 @@ def save(detector: Detector, path: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         write_into(detector, tmp)
+        sync_tree(tmp)
         os.replace(tmp, target)
+        sync_tree(target.parent, recursive=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def sync_tree(directory: str | os.PathLike, recursive: bool = True) -> None:
+    """fsync every file under ``directory`` (with ``recursive``) and the directories themselves.
+
+    Before a rename publishes a directory its contents must be on disk, or a power cut
+    could leave the new name pointing at empty or truncated files; after it, the parent
+    directory is synced so the rename itself survives.
+    """
+    root = Path(directory)
+    paths = list(root.rglob("*")) if recursive else []
+    for path in [*sorted(paths, key=lambda p: len(p.parts), reverse=True), root]:
+        if path.is_symlink():
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_into(detector: Detector, directory: str | os.PathLike) -> None:

@@ -68,6 +68,17 @@ def _summary(run: RunRecord) -> RunSummary:
     )
 
 
+class _SpooledScores:
+    """The spool's score batches, readable again from the start: a retried write must store them all,
+    and ``ScoreSpool.batches()`` is a generator that a failed first attempt may have used up."""
+
+    def __init__(self, spool) -> None:
+        self.spool = spool
+
+    def __iter__(self):
+        return self.spool.batches()
+
+
 def _top_severity(anomalies) -> str | None:
     if anomalies is None or not len(anomalies):
         return None
@@ -161,6 +172,7 @@ def _monitor(monitor: MonitorSpec, partition_date: date) -> RunSummary:
         else:
             run.model_version = model.version
             run.rows_scored, run.anomalies, run.status = scan.rows, len(scan.anomalies), "succeeded"
+            run.note = choice.note  # e.g. the previous model's artifact was unreadable: retrained
             training_summary = model.summary
             if monitor.label:
                 with _stage(run, "evaluate"):
@@ -192,7 +204,7 @@ def _monitor(monitor: MonitorSpec, partition_date: date) -> RunSummary:
             )
         run.finished_at = utcnow()
         with _stage(run, "write"):
-            scores = scan.spool.batches() if scan.spool is not None else None
+            scores = _SpooledScores(scan.spool) if scan.spool is not None else None
             write_partition_task.with_options(timeout_seconds=timeouts.write)(
                 monitor.results_url, run, validation, anomalies, report.row, metrics, scores
             )

@@ -4,8 +4,21 @@
 (anomalies, validations, metrics, scores, the daily report, the run) and inserts the
 new ones inside a single transaction, so a rerun never duplicates and a failure
 half-way leaves the previous results intact. Anomalies and per-row scores are
-bulk-loaded (``tasks.bulk``). A failed run only replaces the
-``tw_runs`` row: earlier anomalies stay until a successful rerun replaces them.
+bulk-loaded (``tasks.bulk``).
+
+What a partition holds after a fault (``tests/test_faults.py`` checks each):
+
+- nothing is written for a run before ``write_partition``'s transaction, so a run that
+  fails or is killed before it commits leaves the previous result set exactly as it was
+  (or none), and never a ``running`` row; a killed process's transaction is rolled back
+  by the database;
+- a run that fails, at any stage, the write included, then replaces only the ``tw_runs``
+  row, with ``status='failed'`` and the error (``record_failure``): tw_runs always says
+  how the latest attempt ended, while anomalies, validations, scores, metrics and the
+  daily report stay those of the earlier run (their ``run_id`` says which) until a
+  successful rerun replaces them all at once;
+- a rerun replaces whatever row tw_runs holds for the partition, whatever its status
+  (``running`` written by anything else included).
 """
 
 from __future__ import annotations
@@ -127,6 +140,9 @@ def write_partition(
     ``ScoreSpool``) are bulk-loaded (see ``tasks.bulk``); ``metrics`` are ``tw_metrics``
     rows (see ``tasks.evaluate``). A rerun without some of them (no label, quarantined,
     warming up, scores not stored) leaves none of those behind for the partition.
+
+    The write is retried on transient errors: ``scores`` must then be re-iterable (each
+    ``iter()`` starting from the first batch), not a one-shot generator.
     """
     key = (run.monitor, run.partition_date)
     stamp = {

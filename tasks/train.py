@@ -11,6 +11,12 @@ trained for day D saw only days before D), unless that model is ``retrain_every`
 old, was built from a different config, or its artifact is gone; then a new model is
 trained on the previous ``window`` valid partitions, never on the partition being scored.
 
+A model whose artifact is missing *or cannot be loaded* (truncated, garbage, another
+model's files) is treated alike: the monitor retrains, logs a warning and says why in the
+run's note and the report. The ``tw_models`` row stays as a record; nothing loads a
+model from anywhere but its registered artifact, and an artifact only appears there
+complete (written under a temporary name, synced, renamed) and before it is registered.
+
 Labels: an unsupervised detector never sees rows labelled 1 (known anomalies would
 teach it that they are normal); a supervised one (``classifier``) is fitted on every
 row with ``y`` = the label, and needs both classes in its window.
@@ -40,6 +46,7 @@ from prefect.exceptions import MissingContextError
 
 import detectors
 from detectors import Detector
+from detectors.persistence import sync_tree
 from tasks.db import get_engine
 from tasks.errors import TRANSIENT_RETRIES, InsufficientHistoryError, ModelError
 from tasks.evaluate import evaluate, labels_from
@@ -122,6 +129,10 @@ def retrain_reason(spec: MonitorSpec, day: date, row: sa.Row | None) -> str | No
     age = (day - row.trained_for).days
     if age >= spec.training.retrain_every:
         return f"model is {age} partitions old (retrain_every={spec.training.retrain_every})"
+    return _artifact_missing(row)
+
+
+def _artifact_missing(row: sa.Row) -> str | None:
     if not (Path(row.artifact) / "bundle.json").is_file():
         return f"model artifact {row.artifact} is missing"
     return None
@@ -151,20 +162,37 @@ class ModelChoice:
     model: Model | None
     trained_because: str | None = None
     warming_up: str | None = None
+    note: str | None = None
+    """Worth recording on the run: the current model's artifact was missing or unreadable."""
 
 
 def train_or_load(spec: MonitorSpec, day: date, source: SourceSchema, features: list[str]) -> ModelChoice:
-    """Load the current model for ``day`` or train a new one when due."""
+    """Load the current model for ``day`` or train a new one when due.
+
+    A current model whose artifact is missing or cannot be loaded is replaced by a new one
+    (see the module docstring); the choice's ``note`` says so.
+    """
     row = current_model_row(spec, day)
     reason = retrain_reason(spec, day, row)
+    unusable = None
     if reason is None:
         assert row is not None
-        return ModelChoice(load_model(row))
+        try:
+            return ModelChoice(load_model(row))
+        except ModelError as exc:
+            reason = unusable = f"{exc}; treated as missing"
+    elif row is not None and reason == _artifact_missing(row):
+        reason = unusable = f"{reason} (model {row.model_version})"
+    if unusable:
+        _logger().warning("%s %s: %s: training a new model", spec.name, day, unusable)
     try:
         model, _ = train_model(spec, day, source, features)
     except InsufficientHistoryError as exc:
+        if unusable:
+            return ModelChoice(None, warming_up=f"{unusable}, and no new model can be trained yet: {exc}")
         return ModelChoice(None, warming_up=str(exc))
-    return ModelChoice(model, trained_because=reason)
+    note = f"retrained: {unusable}" if unusable else None
+    return ModelChoice(model, trained_because=reason, note=note)
 
 
 # -- training ------------------------------------------------------------------------
@@ -326,8 +354,12 @@ def train_model(
         "training_summary": summary,
         "artifact": str(artifact),
     }
-    with get_engine(spec.results_url).begin() as conn:
-        conn.execute(tw_models.insert().values(**row))
+    try:
+        with get_engine(spec.results_url).begin() as conn:
+            conn.execute(tw_models.insert().values(**row))
+    except BaseException:
+        shutil.rmtree(artifact, ignore_errors=True)  # never registered: nothing will look for it
+        raise
     model = Model(version, spec.name, day, normaliser, detector, artifact, summary)
     return model, row
 
@@ -357,7 +389,11 @@ def load_model(row: sa.Row) -> Model:
 def save_bundle(
     target: Path, version: str, monitor: str, trained_for: date, normaliser: Normaliser, detector: Detector
 ) -> Path:
-    """Write normaliser + detector under a temporary name, then rename into place."""
+    """Write normaliser + detector under a temporary name, sync them, then rename into place.
+
+    A failure (a full disk, say) removes the temporary directory and raises; writing
+    failures are a ModelError naming the model and the directory.
+    """
     if target.exists():
         raise FileExistsError(f"refusing to overwrite existing model directory {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -368,7 +404,12 @@ def save_bundle(
         # bundle.json last: its presence marks a complete artifact.
         meta = {"format": BUNDLE_FORMAT, "version": version, "monitor": monitor, "trained_for": trained_for.isoformat()}
         (tmp / "bundle.json").write_text(json.dumps(meta, indent=2))
+        sync_tree(tmp)
         os.replace(tmp, target)
+        sync_tree(target.parent, recursive=False)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelError(f"saving model {version} to {target} failed, nothing was kept: {exc}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
