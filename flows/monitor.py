@@ -163,7 +163,9 @@ def _monitor(monitor: MonitorSpec, partition_date: date) -> RunSummary:
         metrics = None
         if not validation.passed:
             run.status = "quarantined"
-            failed = ", ".join(f"{r.expectation}({r.column or ''})" for r in validation.critical_failures)
+            failed = ", ".join(
+                f"{r.expectation}({r.column or ''}): {r.observed_value}" for r in validation.critical_failures
+            )
             run.note = f"critical expectations failed: {failed}"
             logger.warning("%s %s quarantined: %s", monitor.name, partition_date, failed)
         elif model is None:

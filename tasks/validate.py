@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,8 +139,10 @@ class PartitionValidator:
         self._parts: dict[tuple[str, str, int], _Partial] = {}
         self._hashes: dict[str, list[np.ndarray]] = {}
         self.rows = 0
+        self._checks = BuiltinChecks(spec, features)
 
     def add(self, frame: pd.DataFrame) -> None:
+        self._checks.add(frame)
         with _GX_LOCK:
             batch_definition = _batch_definition()  # also activates the GX context suites need
             if self._suite is None:
@@ -163,12 +166,83 @@ class PartitionValidator:
                 self._hashes.setdefault(partial.column, []).append(pd.util.hash_array(column.to_numpy()))
 
     def outcome(self) -> ValidationOutcome:
-        if self._suite is None:
-            raise RuntimeError("PartitionValidator.outcome() before any batch was added")
         for part in self._parts.values():
             if part.type == "expect_column_values_to_be_unique" and part.column in self._hashes:
                 part.unexpected_count = _duplicated(np.concatenate(self._hashes[part.column]))
-        return ValidationOutcome([p.finish(self.rows) for p in self._parts.values()])
+        gx_results = [p.finish(self.rows) for p in self._parts.values()]
+        return ValidationOutcome(gx_results + self._checks.failures(self.rows))
+
+
+_OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+
+
+class BuiltinChecks:
+    """tablewatch's own checks beside the GX suite, recorded in tw_validations when they fail.
+
+    - ``tablewatch_partition_not_empty`` (critical): a day with no rows is an upstream
+      failure, not a quiet day;
+    - ``tablewatch_column_has_values`` (critical): a feature with no value at all would
+      make every row look anomalous (imputed everywhere);
+    - ``tablewatch_key_unique`` (warning, unless the monitor has its own ``unique`` on
+      the key): duplicate keys are scored, but their anomaly records share a row key;
+    - ``tablewatch_one_utc_offset`` (warning): text timestamps with different UTC offsets
+      are cut into days as written, offsets not applied.
+    """
+
+    def __init__(self, spec: MonitorSpec, features: list[str]) -> None:
+        self.spec = spec
+        self.features = features
+        self.non_null: dict[str, int] = {}
+        self.key_hashes: list[np.ndarray] = []
+        self.check_key = not any(isinstance(e, Unique) and e.column == spec.key for e in spec.expectations)
+        self.offsets: set[str] = set()
+
+    def add(self, frame: pd.DataFrame) -> None:
+        for column in self.features:
+            if column in frame.columns:
+                self.non_null[column] = self.non_null.get(column, 0) + int(frame[column].notna().sum())
+        if self.check_key and self.spec.key in frame.columns:
+            self.key_hashes.append(pd.util.hash_array(frame[self.spec.key].dropna().to_numpy()))
+        stamps = frame.get(self.spec.partition_column)
+        if stamps is not None and len(stamps) and not pd.api.types.is_datetime64_any_dtype(stamps):
+            text = stamps.dropna().astype(str).str.strip()
+            found = text.str.extract(_OFFSET, expand=False)
+            self.offsets.update(found.dropna().unique().tolist())
+            if found.isna().any():
+                self.offsets.add("none")
+
+    def failures(self, rows: int) -> list[ExpectationResult]:
+        out = []
+        if rows == 0:
+            out.append(ExpectationResult("tablewatch_partition_not_empty", None, "critical", False, "no rows"))
+            return out
+        for column, count in self.non_null.items():
+            if count == 0:
+                out.append(
+                    ExpectationResult(
+                        "tablewatch_column_has_values", column, "critical", False, f"no values in {rows:,} rows"
+                    )
+                )
+        if self.key_hashes:
+            duplicated = _duplicated(np.concatenate(self.key_hashes))
+            if duplicated:
+                out.append(
+                    ExpectationResult(
+                        "tablewatch_key_unique", self.spec.key, "warning", False, f"{duplicated:,} rows share a key"
+                    )
+                )
+        if len(self.offsets) > 1:
+            shown = ", ".join(sorted(o if o != "none" else "no offset" for o in self.offsets))
+            out.append(
+                ExpectationResult(
+                    "tablewatch_one_utc_offset",
+                    self.spec.partition_column,
+                    "warning",
+                    False,
+                    f"mixed UTC offsets ({shown}); days are cut on the timestamps as written",
+                )
+            )
+        return out
 
 
 def _key(config: Any) -> tuple[str, str]:

@@ -104,4 +104,7 @@ def test_empty_partition_is_validated_from_its_columns():
     validator.add(_frame(0, 10).iloc[:0])
     outcome = validator.outcome()
     assert not outcome.passed
-    assert [r.expectation for r in outcome.critical_failures] == ["expect_table_row_count_to_be_between"]
+    assert [r.expectation for r in outcome.critical_failures] == [
+        "expect_table_row_count_to_be_between",
+        "tablewatch_partition_not_empty",
+    ]

@@ -1,0 +1,155 @@
+"""Data faults: each ends in a quarantined run or a scored run with a recorded warning, never a crash.
+
+A small demo table is backfilled once (so a model exists); each test copies that
+directory, breaks the last day's data in one way, runs ``daily_monitoring`` for it and
+checks the outcome in ``tw_runs`` and ``tw_validations``. The outcome chosen per fault
+is documented in the README ("When the data is wrong").
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import db_url, make_demo
+from test_flows import query
+
+from flows.daily import backfill, daily_monitoring
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The small demo backfilled up to the day before its last one: the model for the last day exists."""
+    base = tmp_path_factory.mktemp("faults-base")
+    config, plan = make_demo(base)
+    state = backfill(str(config), "payments", plan.start, plan.end - timedelta(days=1), return_state=True)
+    assert state.is_completed(), state
+    return base, plan
+
+
+@pytest.fixture
+def demo(trained, tmp_path):
+    """A private copy of the trained demo: (config, plan, url)."""
+    base, plan = trained
+    shutil.copytree(base, tmp_path / "demo")
+    config = tmp_path / "demo" / "monitors.yaml"
+    return config, plan, db_url(config)
+
+
+def execute(url: str, *statements: str, **params) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement), params)
+    finally:
+        engine.dispose()
+
+
+def run_day(config: Path, day):
+    state = daily_monitoring(str(config), day, return_state=True)
+    return state
+
+
+def outcome(url: str, day) -> tuple[str, str | None, str | None]:
+    ((status, note, error),) = query(
+        url, "SELECT status, note, error FROM tw_runs WHERE partition_date = :day", day=day.isoformat()
+    )
+    return status, note, error
+
+
+def failed_checks(url: str, day) -> dict[tuple[str, str | None], str]:
+    rows = query(
+        url,
+        "SELECT expectation, column_name, severity FROM tw_validations WHERE partition_date = :day AND success = :f",
+        day=day.isoformat(),
+        f=False,
+    )
+    return {(e, c): s for e, c, s in rows}
+
+
+DAY_FILTER = "date(created_at) = :day"
+
+
+def test_an_emptied_partition_is_quarantined_as_empty(demo):
+    config, plan, url = demo
+    execute(url, f"DELETE FROM payments WHERE {DAY_FILTER}", day=plan.end.isoformat())
+    assert run_day(config, plan.end).is_completed()
+    status, note, _ = outcome(url, plan.end)
+    assert status == "quarantined" and "no rows" in note
+    assert failed_checks(url, plan.end)[("tablewatch_partition_not_empty", None)] == "critical"
+
+
+def test_a_date_with_no_rows_at_all_is_quarantined_as_empty(demo):
+    config, plan, url = demo
+    day = plan.end + timedelta(days=30)
+    assert run_day(config, day).is_completed()
+    status, note, _ = outcome(url, day)
+    assert status == "quarantined" and "no rows" in note
+
+
+def test_a_dropped_feature_column_quarantines_and_names_it(demo):
+    config, plan, url = demo
+    execute(url, "ALTER TABLE payments DROP COLUMN latency_ms")
+    assert run_day(config, plan.end).is_completed()
+    status, note, _ = outcome(url, plan.end)
+    assert status == "quarantined" and "latency_ms" in note
+    assert failed_checks(url, plan.end)[("expect_column_to_exist", "latency_ms")] == "critical"
+
+
+def test_a_renamed_feature_column_quarantines_and_names_the_old_name(demo):
+    config, plan, url = demo
+    execute(url, "ALTER TABLE payments RENAME COLUMN amount TO amount_eur")
+    assert run_day(config, plan.end).is_completed()
+    status, note, _ = outcome(url, plan.end)
+    assert status == "quarantined" and "amount" in note
+    assert ("expect_column_to_exist", "amount") in failed_checks(url, plan.end)
+
+
+def test_an_added_column_is_ignored_and_the_partition_scored(demo):
+    config, plan, url = demo
+    execute(url, "ALTER TABLE payments ADD COLUMN fraud_score REAL", "UPDATE payments SET fraud_score = id * 0.5")
+    assert run_day(config, plan.end).is_completed()
+    assert outcome(url, plan.end)[0] == "succeeded"
+
+
+def test_an_all_null_feature_quarantines(demo):
+    config, plan, url = demo
+    # latency_ms has only a warning-level not_null expectation: the built-in check still quarantines.
+    execute(url, f"UPDATE payments SET latency_ms = NULL WHERE {DAY_FILTER}", day=plan.end.isoformat())
+    assert run_day(config, plan.end).is_completed()
+    status, note, _ = outcome(url, plan.end)
+    assert status == "quarantined" and "latency_ms" in note
+    assert failed_checks(url, plan.end)[("tablewatch_column_has_values", "latency_ms")] == "critical"
+
+
+def test_duplicate_keys_are_scored_with_a_warning(demo):
+    config, plan, url = demo
+    day = plan.end.isoformat()
+    execute(
+        url,
+        "ALTER TABLE payments RENAME TO payments_base",
+        "CREATE VIEW payments AS SELECT * FROM payments_base UNION ALL "
+        f"SELECT * FROM payments_base WHERE date(created_at) = '{day}' AND id % 50 = 0",
+    )
+    assert run_day(config, plan.end).is_completed()
+    assert outcome(url, plan.end)[0] == "succeeded"
+    assert failed_checks(url, plan.end)[("tablewatch_key_unique", "id")] == "warning"
+
+
+def test_timestamps_with_mixed_utc_offsets_are_scored_with_a_warning(demo):
+    config, plan, url = demo
+    execute(
+        url,
+        f"UPDATE payments SET created_at = created_at || '+02:00' WHERE id % 3 = 0 AND {DAY_FILTER}",
+        f"UPDATE payments SET created_at = created_at || '-05:00' WHERE id % 3 = 1 AND {DAY_FILTER}",
+        day=plan.end.isoformat(),
+    )
+    assert run_day(config, plan.end).is_completed()
+    assert outcome(url, plan.end)[0] == "succeeded"
+    assert failed_checks(url, plan.end)[("tablewatch_one_utc_offset", "created_at")] == "warning"
