@@ -13,9 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from conftest import db_url, make_demo
-from test_flows import query
+from test_flows import execute, query
 
 from flows.daily import backfill, daily_monitoring
 
@@ -39,16 +38,6 @@ def demo(trained, tmp_path):
     shutil.copytree(base, tmp_path / "demo")
     config = tmp_path / "demo" / "monitors.yaml"
     return config, plan, db_url(config)
-
-
-def execute(url: str, *statements: str, **params) -> None:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.execute(sa.text(statement), params)
-    finally:
-        engine.dispose()
 
 
 def run_day(config: Path, day):

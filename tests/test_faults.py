@@ -37,10 +37,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 from conftest import db_url, make_demo
 from sqlalchemy.exc import DataError, OperationalError
-from test_flows import TABLES, query
+from test_flows import TABLES, execute, query
 from typer.testing import CliRunner
 
 import detectors
@@ -88,16 +87,6 @@ def copy_demo(scored, directory: Path) -> tuple[Path, object, str]:
 @pytest.fixture
 def demo(scored, tmp_path):
     return copy_demo(scored, tmp_path / "demo")
-
-
-def execute(url: str, *statements: str, **params) -> None:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.execute(sa.text(statement), params)
-    finally:
-        engine.dispose()
 
 
 def snapshot(url: str, day: date) -> dict[str, list[tuple]]:

@@ -34,6 +34,17 @@ def query(url: str, sql: str, **params) -> list[tuple]:
     return [tuple(_plain(v) for v in row) for row in rows]
 
 
+def execute(url: str, *statements: str, **params) -> None:
+    """Run statements in one transaction (tests use it to break a source or results database on purpose)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement), params)
+    finally:
+        engine.dispose()
+
+
 def _plain(value):
     if isinstance(value, date):
         return value.isoformat()
