@@ -19,6 +19,7 @@ THRESHOLD_METHODS = ("quantile", "robust_z")
 SCORE_CHUNK = 65536
 """Rows per ``_scores`` call in ``score``: the Keras families' batch (or a multiple), so their batches stay the same."""
 _MAD_TO_SIGMA = 1.4826  # 1 / 0.6745: the MAD of a normal sample times this is its sigma
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class NotFittedError(RuntimeError):
@@ -37,6 +38,9 @@ class Detector:
     score is cheaper than its split over features (a mean distance, a root mean square)
     override it with the same value, equal to the summed contributions up to rounding.
     Subclasses whose score is not additive override ``score`` and ``explain``.
+
+    Input is converted to float32: NaN and infinities raise ``ValueError``, while finite
+    values beyond float32's range saturate at +-3.4e38 rather than overflowing.
     """
 
     name: ClassVar[str] = "base"
@@ -212,11 +216,13 @@ class Detector:
             raise NotFittedError(f"{self.name} detector is not fitted; call fit(X) first")
 
     def _check_array(self, X: np.ndarray, fitting: bool = False) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
+        X = _as_float32(X)
         if X.ndim != 2:
             raise ValueError(f"{self.name}: expected a 2-D array, got shape {X.shape}")
         if not np.isfinite(X).all():
             raise ValueError(f"{self.name}: input contains NaN or infinite values; normalise first")
+        if fitting and X.shape[1] == 0:
+            raise ValueError(f"{self.name}: need at least 1 feature column, got shape {X.shape}")
         if not fitting and X.shape[1] != self.n_features_in_:
             raise ValueError(f"{self.name}: fitted on {self.n_features_in_} features, got {X.shape[1]}")
         return X
@@ -224,3 +230,20 @@ class Detector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+
+def _as_float32(X: Any) -> np.ndarray:
+    """``X`` as float32, finite values beyond float32's range saturated at +-its maximum.
+
+    Detectors compute in float32; a plain cast would turn a finite 1e300 into inf and have it
+    rejected as non-finite. Saturated, it stays the most extreme value of its feature. NaN and
+    infinities are kept, for the caller to reject.
+    """
+    X = np.asarray(X)
+    if X.dtype == np.float32:
+        return X
+    X = np.asarray(X, dtype=np.float64)
+    beyond = np.abs(X) > _FLOAT32_MAX
+    if beyond.any():
+        X = np.where(beyond & np.isfinite(X), np.copysign(_FLOAT32_MAX, X), X)
+    return X.astype(np.float32)

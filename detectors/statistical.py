@@ -9,6 +9,9 @@ of that score, so explanations add up to the score.
 Binary 0/1 features (one-hot categories, missing-value indicators) get a scale of 1 in
 every family: a rare category is not a magnitude, and dividing by its tiny spread would
 rank every row holding a 2%-frequent value above true outliers.
+
+The arithmetic is float64 on float32 input, and each deviation is bounded (``_MAX_DEVIATION``)
+before it is squared, so extreme magnitudes give large, finite scores, never inf or NaN.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ _MAD_CONSTANT = 0.6745  # Iglewicz & Hoaglin: makes the MAD of a normal sample ~
 _MEAN_AD_CONSTANT = 0.7979  # sqrt(2/pi): same role for the mean absolute deviation
 _IQR_TO_SIGMA = 1.349  # the IQR of a normal sample in sigmas
 _EPS = 1e-9
+_MAX_DEVIATION = 1e150
+"""Deviations are clipped here: squared and summed over any realistic width they stay finite. Inputs
+arrive as float32 (at most ~3.4e38, so deviations up to ~7e47), so this only guards the arithmetic."""
 
 
 class PerFeatureDetector(Detector):
@@ -45,11 +51,16 @@ class PerFeatureDetector(Detector):
     def _deviation(self, X: np.ndarray) -> np.ndarray:
         return (X.astype(np.float64) - self.center_) / self.scale_
 
+    def _bounded_deviation(self, X: np.ndarray) -> np.ndarray:
+        """``_deviation`` clipped to +-``_MAX_DEVIATION``, so its squares and their sum cannot overflow."""
+        with np.errstate(over="ignore"):
+            return np.clip(self._deviation(X), -_MAX_DEVIATION, _MAX_DEVIATION)
+
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        return np.sqrt((self._deviation(X) ** 2).sum(axis=1) / X.shape[1])
+        return np.sqrt((self._bounded_deviation(X) ** 2).sum(axis=1) / X.shape[1])
 
     def _feature_scores(self, X: np.ndarray) -> np.ndarray:
-        sq = self._deviation(X) ** 2
+        sq = self._bounded_deviation(X) ** 2
         total = sq.sum(axis=1, keepdims=True)
         row_score = np.sqrt(total / X.shape[1])
         with np.errstate(invalid="ignore", divide="ignore"):

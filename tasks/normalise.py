@@ -8,7 +8,10 @@ the state the detector was trained with:
 - numeric features: median imputation plus a missing-value indicator per feature, then
   robust scaling ``(x - median) / (IQR / 1.349)`` (falling back to the standard deviation
   and then 1 where the IQR is zero), clipped to ``+-clip`` so one absurd value cannot
-  swamp a model;
+  swamp a model. The statistics stay finite for any finite input, up to +-1.8e308 (and
+  infinities are ignored when fitting, clipped when transforming). When scoring, numbers
+  may arrive as text (``"12.5"``) or Python ints of any size; anything that is not a
+  number raises ``DataQualityError`` naming the feature;
 - categorical features with at most ``max_onehot`` distinct values: one-hot over the most
   frequent ``max_categories`` values seen in training, with an ``__other__`` column for
   anything else and missing values as a category of their own;
@@ -30,6 +33,7 @@ loadings for a row at the training mean. Explanations therefore always name real
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +48,9 @@ MISSING_CATEGORY = "__missing__"
 OTHER_CATEGORY = "__other__"
 MAX_FREQUENCY_VALUES = 10_000
 """Frequency tables keep this many values at most (the rest score as unseen, frequency ~0 anyway)."""
+_HUGE = 1e100
+"""Beyond this magnitude a numeric column's statistics are computed on power-of-two-scaled values (no overflow)."""
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 
 @dataclass
@@ -182,10 +189,17 @@ class Normaliser:
         return np.column_stack([scaled, is_missing.astype(np.float64)])
 
     def _numeric_block(self, name: str, column: pd.Series) -> np.ndarray:
+        if column.dtype == object:
+            column = column.map(_python_number_as_float, na_action="ignore")
         try:
-            values = pd.to_numeric(column, errors="raise").astype("float64").to_numpy()
+            try:
+                numbers = pd.to_numeric(column, errors="raise")
+            except OverflowError:  # a numeral of more digits than float64 holds: +-inf, as "1e400" is
+                numbers = pd.to_numeric(column.map(_long_numeral_as_float, na_action="ignore"), errors="raise")
+            values = numbers.astype("float64").to_numpy()
         except (ValueError, TypeError):
-            bad = column[pd.to_numeric(column, errors="coerce").isna() & column.notna()].iloc[:3].tolist()
+            coerced = pd.to_numeric(column.map(_long_numeral_as_float, na_action="ignore"), errors="coerce")
+            bad = column[coerced.isna() & column.notna()].iloc[:3].tolist()
             raise DataQualityError(
                 f"feature {name!r} was numeric in training but holds non-numeric values such as {bad!r}"
             ) from None
@@ -303,14 +317,49 @@ def _numeric_state(values: np.ndarray) -> dict[str, float]:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return {"median": 0.0, "scale": 1.0, "missing_rate": 1.0}
-    median = float(np.median(finite))
+    # Near float64's limit the statistics overflow (the median averages two values, the IQR
+    # subtracts, the standard deviation squares): there they are computed on the values
+    # scaled by an exact power of two and scaled back, saturating at float64's maximum.
+    exponent = 0
+    peak = float(np.abs(finite).max())
+    if peak > _HUGE:
+        exponent = int(np.frexp(peak)[1])
+        finite = np.ldexp(finite, -exponent)
+
+    def unscaled(value: Any) -> float:
+        return float(np.clip(np.ldexp(float(value), exponent), -_FLOAT64_MAX, _FLOAT64_MAX))
+
+    median = unscaled(np.median(finite))
     q1, q3 = np.quantile(finite, [0.25, 0.75])
-    scale = float((q3 - q1) / 1.349)
+    scale = unscaled((q3 - q1) / 1.349)
     if not scale > 1e-12:
-        scale = float(np.std(finite))
+        scale = unscaled(np.std(finite))
     if not scale > 1e-12:
         scale = 1.0
     return {"median": median, "scale": scale, "missing_rate": float(1 - finite.size / values.size)}
+
+
+def _python_number_as_float(value: Any) -> Any:
+    """Python/NumPy ints and bools of an object column as floats (+-inf beyond float64), the rest unchanged.
+
+    ``pd.to_numeric`` overflows on ints beyond float64 and, for object columns that also hold
+    ints beyond int64, turns booleans into missing values; as floats they convert like any number.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return float(value)
+    if isinstance(value, (int, np.integer)):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    return value
+
+
+def _long_numeral_as_float(value: Any) -> Any:
+    """An integer numeral too long for float64 (``"1" * 400``) as +-inf; anything else unchanged."""
+    if isinstance(value, str) and len(value) > 300 and value.strip().lstrip("+-").isdigit():
+        return float(value)  # Python parses an overflowing numeral to +-inf
+    return value
 
 
 def _as_category_text(column: pd.Series) -> pd.Series:
@@ -347,8 +396,21 @@ def _lookup(column: pd.Series, table: dict[str, Any], default: Any) -> np.ndarra
     up once: a column of a million rows usually holds a few dozen distinct values.
     """
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    if _factorize_may_merge(column, uniques):
+        # Hashing merges values that compare equal but read differently (1, 1.0 and True; 0.0
+        # and -0.0), so a value's category would depend on which came first in the partition.
+        codes, uniques = pd.factorize(column.astype("object").map(str, na_action="ignore"), use_na_sentinel=True)
     values = [table.get(str(u), default) for u in uniques] + [table.get(MISSING_CATEGORY, default)]
     return np.asarray(values)[codes]  # code -1 (missing) picks the last entry
+
+
+def _factorize_may_merge(column: pd.Series, uniques: Any) -> bool:
+    """Whether ``pd.factorize`` may have merged values whose text differs: non-text objects, or a float zero."""
+    if column.dtype == object:
+        return any(not isinstance(u, str) for u in uniques)
+    if column.dtype.kind == "f":
+        return bool((np.asarray(uniques, dtype=np.float64) == 0).any())
+    return False
 
 
 def _fit_pca(encoded: np.ndarray, setting: int | float) -> dict[str, Any]:
