@@ -145,6 +145,10 @@ def _gated_connection_class(gate: _LibraryGate) -> type[sqlite3.Connection]:
     return GatedConnection
 
 
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
 @lru_cache(maxsize=32)
 def get_engine(url: str) -> sa.Engine:
     """A pooled engine; SQLite gets a busy timeout so concurrent runs wait instead of failing."""
@@ -164,6 +168,9 @@ def get_engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            # Invalid UTF-8 in a text value reads with U+FFFD in place of the bad bytes, as on
+            # the ADBC path (tasks.readers), instead of failing the whole read.
+            dbapi_conn.text_factory = _lenient_text
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")

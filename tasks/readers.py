@@ -151,7 +151,7 @@ def _adbc_tables(target: tuple[str, str], sql: str) -> Iterator[pa.Table]:
             reader = cur.fetch_record_batch()
             yield _plain_table(pa.Table.from_batches([], schema=reader.schema))  # the columns, even with no rows
             for batch in reader:
-                yield pa.Table.from_batches([_plain(batch)])
+                yield pa.Table.from_batches([_valid_text(_plain(batch))])
         except (dbapi.Error, OSError, pa.ArrowException) as exc:  # mid-stream errors surface from Arrow's reader
             if driver == "sqlite" and "type mismatch" in str(exc).lower():
                 raise AdbcTypeError(str(exc)) from exc
@@ -175,6 +175,30 @@ def _plain(batch: pa.RecordBatch) -> pa.RecordBatch:
             )
         columns.append(column)
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _valid_text(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Text columns holding invalid UTF-8 with each bad byte sequence replaced by U+FFFD.
+
+    Drivers hand text over as bytes without checking them (SQLite stores whatever it is
+    given); an invalid sequence would otherwise break pandas and GX far from the read.
+    Validation counts the replaced values (``tablewatch_valid_utf8``). Checking a valid
+    column is one vectorised pass; only a broken column is decoded in Python.
+    """
+    columns = list(batch.columns)
+    changed = False
+    for i, column in enumerate(columns):
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid:
+            raw = column.cast(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+            columns[i] = pa.array(
+                [None if v is None else v.decode("utf-8", "replace") for v in raw.to_pylist()], column.type
+            )
+            changed = True
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema) if changed else batch
 
 
 def _plain_table(table: pa.Table) -> pa.Table:

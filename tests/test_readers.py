@@ -134,6 +134,22 @@ def test_text_in_a_number_column_falls_back_without_losing_or_repeating_rows(tmp
     assert seconds["extract"] > 0
 
 
+def test_invalid_utf8_is_read_with_replacement_characters_on_both_paths(tmp_path):
+    url = f"sqlite:///{tmp_path / 'src.db'}"
+    _make_events(url, rows=40)
+    with get_engine(url).begin() as conn:  # SQLite stores the bytes it is given, valid UTF-8 or not
+        conn.execute(sa.text("UPDATE events SET kind = CAST(X'C328' AS TEXT) WHERE id % 10 = 0"))
+        conn.execute(sa.text("UPDATE events SET kind = CAST(X'6F6BFF' AS TEXT) WHERE id = 7"))
+    spec = _spec(url)
+    source = reflect_source(spec)
+    for prefer_adbc in (True, False):
+        frame = pd.concat(stream_range(spec, source, DAY, DAY + timedelta(days=1), prefer_adbc=prefer_adbc))
+        kinds = dict(zip(frame["id"], frame["kind"], strict=True))
+        assert kinds[10] == kinds[20] == "\ufffd(" and kinds[7] == "ok\ufffd", prefer_adbc
+        assert kinds[6] == 'q"u,o\nte'  # valid text in the same column is untouched
+        assert len(frame) == 38
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bulk_insert_round_trips_awkward_values_in_the_callers_transaction(backend_url):
     from tasks.schema import tw_anomalies
