@@ -29,7 +29,7 @@ from tasks.store import (
     write_partition_task,
 )
 from tasks.train import ModelChoice, train_or_load_task
-from tasks.validate import ValidationOutcome
+from tasks.validate import ValidationOutcome, usual_row_count
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,10 @@ def _monitor(monitor: MonitorSpec, partition_date: date) -> RunSummary:
                     monitor, partition_date, partition.source, partition.features
                 )
         model = choice.model
-        scan = scan_task.with_options(timeout_seconds=timeouts.scan)(monitor, partition, model)
+        history = recent_reports(monitor.results_url, monitor.name, partition_date)
+        scan = scan_task.with_options(timeout_seconds=timeouts.scan)(
+            monitor, partition, model, usual_rows=usual_row_count(history)
+        )
         for name, seconds in scan.seconds.items():
             run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + seconds
         run.rows_read = scan.rows
@@ -199,7 +202,7 @@ def _monitor(monitor: MonitorSpec, partition_date: date) -> RunSummary:
                 run,
                 validation,
                 anomalies,
-                recent_reports(monitor.results_url, monitor.name, partition_date),
+                history,
                 training_note,
                 training=training_summary,
                 metrics=metrics,

@@ -11,7 +11,9 @@ the state the detector was trained with:
   swamp a model. The statistics stay finite for any finite input, up to +-1.8e308 (and
   infinities are ignored when fitting, clipped when transforming). When scoring, numbers
   may arrive as text (``"12.5"``) or Python ints of any size; anything that is not a
-  number raises ``DataQualityError`` naming the feature;
+  number raises ``DataQualityError`` naming the feature (the scan parses such features
+  with ``parse_numbers`` beforehand, counting what is not a number as missing, and
+  records a warning: ``tasks.coerce``);
 - categorical features with at most ``max_onehot`` distinct values: one-hot over the most
   frequent ``max_categories`` values seen in training, with an ``__other__`` column for
   anything else and missing values as a category of their own;
@@ -189,20 +191,12 @@ class Normaliser:
         return np.column_stack([scaled, is_missing.astype(np.float64)])
 
     def _numeric_block(self, name: str, column: pd.Series) -> np.ndarray:
-        if column.dtype == object:
-            column = column.map(_python_number_as_float, na_action="ignore")
-        try:
-            try:
-                numbers = pd.to_numeric(column, errors="raise")
-            except OverflowError:  # a numeral of more digits than float64 holds: +-inf, as "1e400" is
-                numbers = pd.to_numeric(column.map(_long_numeral_as_float, na_action="ignore"), errors="raise")
-            values = numbers.astype("float64").to_numpy()
-        except (ValueError, TypeError):
-            coerced = pd.to_numeric(column.map(_long_numeral_as_float, na_action="ignore"), errors="coerce")
-            bad = column[coerced.isna() & column.notna()].iloc[:3].tolist()
+        values, not_numbers = parse_numbers(column)
+        if not_numbers.any():
+            bad = column[not_numbers].iloc[:3].tolist()
             raise DataQualityError(
                 f"feature {name!r} was numeric in training but holds non-numeric values such as {bad!r}"
-            ) from None
+            )
         return self._scaled(values, self.numeric_[name])
 
     def _frequency_block(self, name: str, column: pd.Series) -> np.ndarray:
@@ -337,6 +331,30 @@ def _numeric_state(values: np.ndarray) -> dict[str, float]:
     if not scale > 1e-12:
         scale = 1.0
     return {"median": median, "scale": scale, "missing_rate": float(1 - finite.size / values.size)}
+
+
+def parse_numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``column`` as float64 values, and a mask of the values present that are not numbers.
+
+    Numbers, numerals (``"12.5"``, ``" 3 "``, ``"1e400"``, ``"inf"``) and Python ints of
+    any size convert (beyond float64: +-inf); missing values and blank text become NaN and
+    are not in the mask; anything else (``"n/a"``, ``"abc"``, and pandas' refusals ``"nan"``
+    and ``"null"``) becomes NaN and is in the mask.
+    """
+    if column.dtype == object:
+        column = column.map(_python_number_as_float, na_action="ignore")
+    try:
+        try:
+            numbers = pd.to_numeric(column, errors="raise")
+        except OverflowError:  # a numeral of more digits than float64 holds: +-inf, as "1e400" is
+            numbers = pd.to_numeric(column.map(_long_numeral_as_float, na_action="ignore"), errors="raise")
+        values = numbers.astype("float64").to_numpy()
+        return values, np.zeros(len(values), dtype=bool)
+    except (ValueError, TypeError):
+        coerced = pd.to_numeric(column.map(_long_numeral_as_float, na_action="ignore"), errors="coerce")
+        blank = column.map(lambda v: isinstance(v, str) and not v.strip(), na_action="ignore").fillna(False)
+        not_numbers = (coerced.isna() & column.notna() & ~blank.astype(bool)).to_numpy()
+        return coerced.astype("float64").to_numpy(), not_numbers
 
 
 def _python_number_as_float(value: Any) -> Any:

@@ -5,7 +5,8 @@ is bounded by the batch size (``tasks.readers.BATCH_ROWS``) whatever the partiti
 size. What a scan keeps:
 
 - the validation counts (``PartitionValidator``), which give the result Great
-  Expectations would give on the whole partition;
+  Expectations would give on the whole partition (with a model, numeric features that
+  arrive as text are parsed first, ``tasks.coerce``, so validation and scoring see numbers);
 - the anomaly records, i.e. the flagged rows only, with their explanations as JSON text;
 - every row's score, spooled to a temporary Arrow file, only for ``store_scores`` monitors;
 - the label and score of each row only for monitors with a ``label`` (the evaluation
@@ -27,6 +28,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.coerce import NumbersFromText
 from tasks.errors import TRANSIENT_RETRIES
 from tasks.evaluate import labels_from
 from tasks.extract import Partition, consume_partition
@@ -69,22 +71,32 @@ class ScanResult:
 class _PartitionScanner:
     """Validates, and with a model also normalises and scores, each batch it is given."""
 
-    def __init__(self, spec: MonitorSpec, partition: Partition, model: Model | None, seconds: dict[str, float]):
+    def __init__(
+        self,
+        spec: MonitorSpec,
+        partition: Partition,
+        model: Model | None,
+        seconds: dict[str, float],
+        usual_rows: int | None = None,
+    ):
         self.spec = spec
         self.model = model
         self.seconds = seconds
-        self.validator = PartitionValidator(spec, partition.features)
+        self.validator = PartitionValidator(spec, partition.features, usual_rows)
         self.anomalies: list[pd.DataFrame] = []
         self.labels: list[np.ndarray] = []
         self.scores: list[np.ndarray] = []
         self.spool = ScoreSpool() if (model is not None and spec.store_scores) else None
         self.broken: str | None = None  # why scoring stopped (the batch does not fit the model)
+        self.numbers = NumbersFromText(list(model.normaliser.numeric_)) if model is not None else None
 
     def _time(self, stage: str, started: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
     def add(self, frame: pd.DataFrame) -> None:
         started = time.perf_counter()
+        if self.numbers is not None:  # validation and scoring see the numbers, not their text
+            frame = self.numbers.apply(frame)
         self.validator.add(frame)
         self._time("validate", started)
         if self.model is None or self.broken:
@@ -119,6 +131,8 @@ class _PartitionScanner:
 
     def result(self) -> ScanResult:
         outcome = self.validator.outcome()
+        if self.numbers is not None:
+            outcome = ValidationOutcome(outcome.results + self.numbers.results())
         result = ScanResult(rows=self.validator.rows, validation=outcome, seconds=self.seconds)
         if self.model is None:
             return result
@@ -148,11 +162,20 @@ class _PartitionScanner:
 
 
 def scan_partition(
-    spec: MonitorSpec, partition: Partition, model: Model | None, *, batch_rows: int = BATCH_ROWS
+    spec: MonitorSpec,
+    partition: Partition,
+    model: Model | None,
+    *,
+    usual_rows: int | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> ScanResult:
-    """Read the partition once: validate it and, given a model, score it (see the module docstring)."""
+    """Read the partition once: validate it and, given a model, score it (see the module docstring).
+
+    ``usual_rows``, the typical row count of the monitor's recent partitions, arms the
+    row-count-vs-history check (``tasks.validate.usual_row_count``).
+    """
     seconds: dict[str, float] = {}
-    make = lambda: _PartitionScanner(spec, partition, model, seconds)  # noqa: E731
+    make = lambda: _PartitionScanner(spec, partition, model, seconds, usual_rows)  # noqa: E731
     scanner = consume_partition(spec, partition, make, batch_rows=batch_rows, seconds=seconds)
     return scanner.result()
 

@@ -132,14 +132,14 @@ class PartitionValidator:
     ``unique`` column.
     """
 
-    def __init__(self, spec: MonitorSpec, features: list[str]) -> None:
+    def __init__(self, spec: MonitorSpec, features: list[str], usual_rows: int | None = None) -> None:
         self.spec = spec
         self.features = features
         self._suite = None
         self._parts: dict[tuple[str, str, int], _Partial] = {}
         self._hashes: dict[str, list[np.ndarray]] = {}
         self.rows = 0
-        self._checks = BuiltinChecks(spec, features)
+        self._checks = BuiltinChecks(spec, features, usual_rows)
 
     def add(self, frame: pd.DataFrame) -> None:
         self._checks.add(frame)
@@ -174,6 +174,12 @@ class PartitionValidator:
 
 
 _OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+REPLACEMENT = "\ufffd"
+"""What the readers put in place of invalid UTF-8 (the Unicode replacement character)."""
+VOLUME_FACTOR = 10
+"""A partition this many times larger (or smaller) than usual gets a row-count warning."""
+VOLUME_MIN_HISTORY = 3
+"""Recent partitions needed before "usual" means anything."""
 
 
 class BuiltinChecks:
@@ -186,21 +192,35 @@ class BuiltinChecks:
     - ``tablewatch_key_unique`` (warning, unless the monitor has its own ``unique`` on
       the key): duplicate keys are scored, but their anomaly records share a row key;
     - ``tablewatch_one_utc_offset`` (warning): text timestamps with different UTC offsets
-      are cut into days as written, offsets not applied.
+      are cut into days as written, offsets not applied;
+    - ``tablewatch_finite_values`` (warning): +-inf in a numeric feature is scored as the
+      most extreme value the model knows (the normaliser clips it); NaN is a missing value;
+    - ``tablewatch_valid_utf8`` (warning): text with invalid UTF-8 was read with each bad
+      byte sequence replaced by U+FFFD (``tasks.readers``); the values are scored as read;
+    - ``tablewatch_row_count_vs_history`` (warning): the partition has ``VOLUME_FACTOR``
+      times more, or fewer, rows than the median of the monitor's recent partitions
+      (``usual_rows``); batches bound the memory, so it is scored, but a day that size
+      usually means duplicated loads or a lost filter upstream.
     """
 
-    def __init__(self, spec: MonitorSpec, features: list[str]) -> None:
+    def __init__(self, spec: MonitorSpec, features: list[str], usual_rows: int | None = None) -> None:
         self.spec = spec
         self.features = features
+        self.usual_rows = usual_rows
         self.non_null: dict[str, int] = {}
         self.key_hashes: list[np.ndarray] = []
         self.check_key = not any(isinstance(e, Unique) and e.column == spec.key for e in spec.expectations)
         self.offsets: set[str] = set()
+        self.infinite: dict[str, list[int]] = {}  # column -> [+inf count, -inf count]
+        self.replaced: dict[str, int] = {}  # column -> values holding U+FFFD
 
     def add(self, frame: pd.DataFrame) -> None:
         for column in self.features:
             if column in frame.columns:
                 self.non_null[column] = self.non_null.get(column, 0) + int(frame[column].notna().sum())
+                self._count_infinite(column, frame[column])
+        for column in frame.columns:
+            self._count_replaced(column, frame[column])
         if self.check_key and self.spec.key in frame.columns:
             self.key_hashes.append(pd.util.hash_array(frame[self.spec.key].dropna().to_numpy()))
         stamps = frame.get(self.spec.partition_column)
@@ -210,6 +230,27 @@ class BuiltinChecks:
             self.offsets.update(found.dropna().unique().tolist())
             if found.isna().any():
                 self.offsets.add("none")
+
+    def _count_infinite(self, name: str, column: pd.Series) -> None:
+        if not pd.api.types.is_float_dtype(column):
+            return
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        positive, negative = int(np.isposinf(values).sum()), int(np.isneginf(values).sum())
+        if positive or negative:
+            counts = self.infinite.setdefault(name, [0, 0])
+            counts[0] += positive
+            counts[1] += negative
+
+    def _count_replaced(self, name: str, column: pd.Series) -> None:
+        if not (pd.api.types.is_string_dtype(column) or column.dtype == object):
+            return
+        try:
+            holds = column.str.contains(REPLACEMENT, regex=False, na=False)
+        except (AttributeError, TypeError):  # an object column without text
+            return
+        count = int(holds.fillna(False).astype(bool).sum())
+        if count:
+            self.replaced[name] = self.replaced.get(name, 0) + count
 
     def failures(self, rows: int) -> list[ExpectationResult]:
         out = []
@@ -242,7 +283,37 @@ class BuiltinChecks:
                     f"mixed UTC offsets ({shown}); days are cut on the timestamps as written",
                 )
             )
+        for column, (positive, negative) in self.infinite.items():
+            total = positive + negative
+            observed = f"{total:,} infinite values (+inf {positive:,}, -inf {negative:,}); scored as extremes"
+            out.append(ExpectationResult("tablewatch_finite_values", column, "warning", False, observed))
+        for column, count in self.replaced.items():
+            observed = f"{count:,} values held invalid UTF-8, read with U+FFFD in place of the bad bytes"
+            out.append(ExpectationResult("tablewatch_valid_utf8", column, "warning", False, observed))
+        volume = self._volume(rows)
+        if volume is not None:
+            out.append(volume)
         return out
+
+    def _volume(self, rows: int) -> ExpectationResult | None:
+        usual = self.usual_rows
+        if not usual:
+            return None
+        ratio = rows / usual
+        if 1 / VOLUME_FACTOR < ratio < VOLUME_FACTOR:
+            return None
+        observed = f"{rows:,} rows, {ratio:.3g}x the usual {usual:,} (median of the recent partitions)"
+        details = {"rows": rows, "usual_rows": usual, "ratio": round(ratio, 4), "factor": VOLUME_FACTOR}
+        return ExpectationResult("tablewatch_row_count_vs_history", None, "warning", False, observed, details)
+
+
+def usual_row_count(history: list[dict[str, Any]]) -> int | None:
+    """The median row count of recent partitions that were not quarantined, from their daily
+    report rows (``tasks.store.recent_reports``); None below ``VOLUME_MIN_HISTORY`` of them."""
+    counts = [r["rows"] for r in history if r.get("validation_outcome") != "quarantined" and r.get("rows")]
+    if len(counts) < VOLUME_MIN_HISTORY:
+        return None
+    return int(np.median(counts))
 
 
 def _key(config: Any) -> tuple[str, str]:

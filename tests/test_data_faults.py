@@ -142,3 +142,85 @@ def test_timestamps_with_mixed_utc_offsets_are_scored_with_a_warning(demo):
     assert run_day(config, plan.end).is_completed()
     assert outcome(url, plan.end)[0] == "succeeded"
     assert failed_checks(url, plan.end)[("tablewatch_one_utc_offset", "created_at")] == "warning"
+
+
+def test_numbers_arriving_as_text_are_parsed_and_scored_with_a_warning(demo):
+    config, plan, url = demo
+    execute(
+        url,
+        "ALTER TABLE payments ADD COLUMN amount_text TEXT",
+        "UPDATE payments SET amount_text = printf('%.2f', amount)",
+        "UPDATE payments SET amount_text = 'n/a' WHERE id % 97 = 0 AND " + DAY_FILTER,
+        "ALTER TABLE payments DROP COLUMN amount",
+        "ALTER TABLE payments RENAME COLUMN amount_text TO amount",
+        day=plan.end.isoformat(),
+    )
+    assert run_day(config, plan.end).is_completed()
+    assert outcome(url, plan.end)[0] == "succeeded"
+    checks = failed_checks(url, plan.end)
+    assert checks[("tablewatch_numbers_as_text", "amount")] == "warning"
+    ((observed,),) = query(
+        url,
+        "SELECT observed_value FROM tw_validations WHERE expectation = 'tablewatch_numbers_as_text' "
+        "AND partition_date = :day",
+        day=plan.end.isoformat(),
+    )
+    assert "not numbers" in observed
+
+
+def test_non_finite_and_huge_values_are_scored_and_flagged_with_finite_scores(demo):
+    config, plan, url = demo
+    day = plan.end.isoformat()
+    ids = [r[0] for r in query(url, f"SELECT id FROM payments WHERE {DAY_FILTER} ORDER BY id LIMIT 3", day=day)]
+    execute(
+        url,
+        "UPDATE payments SET payload_kb = 1e300 WHERE id = :a",
+        "UPDATE payments SET discount_pct = 9e999 WHERE id = :b",  # +inf in SQLite
+        "UPDATE payments SET latency_ms = -9e999 WHERE id = :c",
+        a=ids[0],
+        b=ids[1],
+        c=ids[2],
+    )
+    assert run_day(config, plan.end).is_completed()
+    assert outcome(url, plan.end)[0] == "succeeded"
+    flagged = dict(query(url, "SELECT row_key, score FROM tw_anomalies WHERE partition_date = :day", day=day))
+    for i in ids:
+        assert str(i) in flagged and flagged[str(i)] == flagged[str(i)] and abs(flagged[str(i)]) < float("inf")
+    contributions = query(url, "SELECT contributions FROM tw_anomalies WHERE row_key = :k", k=str(ids[1]))[0][0]
+    assert "Infinity" not in contributions and "NaN" not in contributions  # valid JSON everywhere
+    checks = failed_checks(url, plan.end)
+    assert checks[("tablewatch_finite_values", "discount_pct")] == checks[("tablewatch_finite_values", "latency_ms")]
+    assert checks[("tablewatch_finite_values", "discount_pct")] == "warning"
+    assert ("tablewatch_finite_values", "payload_kb") not in checks  # 1e300 is finite: an anomaly, not a fault
+
+
+def test_a_partition_100x_larger_than_usual_is_scored_with_a_volume_warning(demo):
+    config, plan, url = demo
+    day = plan.end.isoformat()
+    before, top = query(url, f"SELECT COUNT(*), MAX(id) FROM payments WHERE {DAY_FILTER}", day=day)[0]
+    columns = "created_at, channel, country, items, amount, latency_ms, payload_kb, discount_pct"
+    for _ in range(99):
+        execute(
+            url,
+            f"INSERT INTO payments ({columns}) SELECT {columns} FROM payments WHERE {DAY_FILTER} AND id <= :top",
+            day=day,
+            top=top,  # the original rows only: 99 more copies of the day, not 2**99
+        )
+    assert query(url, f"SELECT COUNT(*) FROM payments WHERE {DAY_FILTER}", day=day)[0][0] >= 100 * before
+    assert run_day(config, plan.end).is_completed()
+    assert outcome(url, plan.end)[0] == "succeeded"
+    ((rows_scored,),) = query(url, "SELECT rows_scored FROM tw_runs WHERE partition_date = :day", day=day)
+    assert rows_scored == 100 * before  # every row scored, in bounded batches
+    assert failed_checks(url, plan.end)[("tablewatch_row_count_vs_history", None)] == "warning"
+
+
+def test_invalid_utf8_in_a_categorical_column_is_replaced_and_scored_with_a_warning(demo):
+    config, plan, url = demo
+    execute(
+        url,
+        f"UPDATE payments SET country = CAST(X'C328' AS TEXT) WHERE id % 10 = 0 AND {DAY_FILTER}",
+        day=plan.end.isoformat(),
+    )
+    assert run_day(config, plan.end).is_completed()
+    assert outcome(url, plan.end)[0] == "succeeded"
+    assert failed_checks(url, plan.end)[("tablewatch_valid_utf8", "country")] == "warning"

@@ -375,6 +375,49 @@ def test_a_run_killed_at_a_stage_boundary_leaves_a_clean_partition_and_a_rerun_c
     assert not [v for v in versions if v.endswith(".tmp")]
 
 
+@pytest.fixture(scope="module")
+def scored_pg(prefect_harness, tmp_path_factory):
+    """The small demo, scores stored, backfilled up to the day before its last in a throwaway
+    PostgreSQL schema (source and results): (config, plan, url)."""
+    from pgutil import isolated_pg_url
+
+    with isolated_pg_url() as url:
+        config, plan = make_demo(tmp_path_factory.mktemp("faults-pg"), url=url, store_scores=True)
+        first = plan.start + timedelta(days=6)
+        state = backfill(str(config), "payments", first, plan.end - timedelta(days=1), return_state=True)
+        assert state.is_completed(), state
+        yield config, plan, url
+
+
+@flow_test
+@pytest.mark.postgres
+@pytest.mark.parametrize("boundary", ["scan", "write", "written"])
+def test_a_run_killed_around_the_write_on_postgresql_leaves_a_clean_partition(scored_pg, boundary, tmp_path):
+    """On PostgreSQL the partition's rows go in by COPY inside one transaction, and the lease is an
+    advisory lock held by a connection: a killed process leaves the server to roll the one back and
+    release the other. Each case reruns the partition, so the cases start from one result set."""
+    config, plan, url = scored_pg
+    day = plan.end - timedelta(days=1)
+    before = snapshot(url, day)
+    ((previous_run, _),) = before["tw_runs"]
+    child = start_child(boundary, config, day, tmp_path / "child.log")
+    try:
+        returncode = child.wait(timeout=300)
+    finally:
+        stop([child])
+    log = (tmp_path / "child.log").read_text()
+    assert returncode == -signal.SIGKILL, f"{boundary}: exit {returncode}\n{log[-3000:]}"
+    assert query(url, "SELECT COUNT(*) FROM tw_runs WHERE status = 'running'") == [(0,)]
+    if boundary == "written":  # committed before the kill: the killed run's complete result set
+        killed_run, status, _ = one_result_set(url, day)
+        assert status == "succeeded" and killed_run != previous_run
+    else:  # the COPY was never committed: the previous result set, untouched
+        assert snapshot(url, day) == before
+    assert "succeeded" in rerun(config, day)  # the advisory lock died with the connection: not refused
+    run_id, status, _ = one_result_set(url, day)
+    assert status == "succeeded" and run_id != previous_run
+
+
 # -- 4. two runs of one monitor-partition at once -----------------------------------------------------
 @flow_test
 def test_two_runs_of_one_partition_at_once_leave_one_result_set(demo, tmp_path):

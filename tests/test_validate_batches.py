@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tasks.spec import parse_config
-from tasks.validate import _GX_LOCK, PartitionValidator, _batch_definition, build_suite
+from tasks.validate import _GX_LOCK, PartitionValidator, _batch_definition, build_suite, usual_row_count
 
 
 def _spec(expectations):
@@ -108,3 +108,52 @@ def test_empty_partition_is_validated_from_its_columns():
         "expect_table_row_count_to_be_between",
         "tablewatch_partition_not_empty",
     ]
+
+
+def _failed(outcome, name):
+    return {r.column: r for r in outcome.results if r.expectation == name and not r.success}
+
+
+def test_infinite_values_in_a_feature_warn_with_counts_across_batches():
+    spec = _spec([])
+    validator = PartitionValidator(spec, ["x", "kind"])
+    frame = _frame(0, 100)
+    frame.loc[[3, 70], "x"] = np.inf
+    frame.loc[80, "x"] = -np.inf
+    frame.loc[90, "x"] = 1e300  # finite: an extreme value, scored and flagged, not a data fault
+    validator.add(frame.iloc[:50])
+    validator.add(frame.iloc[50:])
+    outcome = validator.outcome()
+    (check,) = _failed(outcome, "tablewatch_finite_values").values()
+    assert check.column == "x" and check.severity == "warning" and outcome.passed
+    assert check.observed_value.startswith("3 infinite values (+inf 2, -inf 1)")
+
+
+def test_values_read_with_replacement_characters_warn_per_column():
+    spec = _spec([])
+    validator = PartitionValidator(spec, ["x", "kind"])
+    frame = _frame(1, 60)
+    frame["kind"] = frame["kind"].astype("str")
+    frame.loc[[5, 6, 40], "kind"] = "\ufffd("
+    validator.add(frame)
+    check = _failed(validator.outcome(), "tablewatch_valid_utf8")["kind"]
+    assert check.severity == "warning" and check.observed_value.startswith("3 values held invalid UTF-8")
+
+
+@pytest.mark.parametrize("rows,warned", [(100, False), (999, False), (1000, True), (10, True), (11, False)])
+def test_a_partition_ten_times_larger_or_smaller_than_usual_warns(rows, warned):
+    validator = PartitionValidator(_spec([]), ["x", "kind"], usual_rows=100)
+    validator.add(_frame(2, rows))
+    found = _failed(validator.outcome(), "tablewatch_row_count_vs_history")
+    assert bool(found) is warned
+    if warned:
+        assert found[None].severity == "warning" and found[None].details["usual_rows"] == 100
+
+
+def test_the_usual_row_count_is_the_median_of_recent_partitions_that_were_not_quarantined():
+    def day(rows, outcome="passed"):
+        return {"rows": rows, "validation_outcome": outcome}
+
+    assert usual_row_count([day(100), day(120)]) is None  # too little history
+    assert usual_row_count([day(100), day(120), day(0, "quarantined"), day(90)]) == 100
+    assert usual_row_count([day(100), day(5000, "quarantined"), day(110), day(None), day(105, "warning")]) == 105
