@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -392,11 +393,14 @@ def save_bundle(
     """Write normaliser + detector under a temporary name, sync them, then rename into place.
 
     A failure (a full disk, say) removes the temporary directory and raises; writing
-    failures are a ModelError naming the model and the directory.
+    failures are a ModelError naming the model and the directory. A process killed
+    mid-save leaves its temporary directory behind (never loaded: it has no model's
+    name); later saves remove such directories once they are ``ABANDONED_SAVE_S`` old.
     """
     if target.exists():
         raise FileExistsError(f"refusing to overwrite existing model directory {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_saves(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         (tmp / "normaliser.json").write_text(json.dumps(normaliser.to_dict(), indent=2))
@@ -414,6 +418,25 @@ def save_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+ABANDONED_SAVE_S = 6 * 3600
+"""A save's temporary directory untouched this long belongs to a killed process (saves take seconds)."""
+
+
+def remove_abandoned_saves(directory: Path, older_than_s: float = ABANDONED_SAVE_S) -> list[Path]:
+    """Delete temporary save directories (``.<version>.*.tmp``) in ``directory`` not modified for
+    ``older_than_s``; returns them. Younger ones may be another process's save in progress."""
+    cutoff = time.time() - older_than_s
+    removed = []
+    for path in directory.glob(".*.tmp"):
+        try:
+            if path.is_dir() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path)
+                removed.append(path)
+        except OSError:  # gone already, or not ours to remove: the next save tries again
+            continue
+    return removed
 
 
 def load_bundle(path: Path) -> Model:

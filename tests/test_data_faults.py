@@ -8,6 +8,7 @@ is documented in the README ("When the data is wrong").
 
 from __future__ import annotations
 
+import math
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -192,6 +193,54 @@ def test_non_finite_and_huge_values_are_scored_and_flagged_with_finite_scores(de
     assert checks[("tablewatch_finite_values", "discount_pct")] == checks[("tablewatch_finite_values", "latency_ms")]
     assert checks[("tablewatch_finite_values", "discount_pct")] == "warning"
     assert ("tablewatch_finite_values", "payload_kb") not in checks  # 1e300 is finite: an anomaly, not a fault
+
+
+@pytest.mark.postgres
+def test_nan_and_infinities_on_postgresql_are_missing_and_flagged_and_explanations_stay_valid_jsonb(scored_pg):
+    """PostgreSQL's float8 holds NaN and +-Infinity (SQLite turns NaN into NULL): NaN is a missing
+    value, infinities are scored as extremes with a warning, and the contributions (jsonb, which
+    refuses NaN and Infinity) are written."""
+    config, plan, url = scored_pg
+    day = plan.end.isoformat()
+    on_day = "created_at::date = :day AND latency_ms IS NOT NULL"
+    ids = [r[0] for r in query(url, f"SELECT id FROM payments WHERE {on_day} ORDER BY id LIMIT 4", day=day)]
+    ((nulls,),) = query(
+        url, "SELECT COUNT(*) FROM payments WHERE created_at::date = :day AND latency_ms IS NULL", day=day
+    )
+    execute(
+        url,
+        "UPDATE payments SET latency_ms = 'NaN' WHERE id = :a",
+        "UPDATE payments SET discount_pct = 'Infinity' WHERE id = :b",
+        "UPDATE payments SET discount_pct = '-Infinity' WHERE id = :c",
+        "UPDATE payments SET payload_kb = 1e300 WHERE id = :d",  # amount has a between: it would quarantine
+        a=ids[0],
+        b=ids[1],
+        c=ids[2],
+        d=ids[3],
+    )
+    assert run_day(config, plan.end).is_completed()
+    assert outcome(url, plan.end)[0] == "succeeded"
+    flagged = dict(query(url, "SELECT row_key, score FROM tw_anomalies WHERE partition_date = :day", day=day))
+    for i in ids[1:4]:
+        assert math.isfinite(flagged[str(i)])
+    checks = failed_checks(url, plan.end)
+    assert checks[("tablewatch_finite_values", "discount_pct")] == "warning"
+    assert ("tablewatch_finite_values", "latency_ms") not in checks  # NaN: missing, not infinite
+    assert ("tablewatch_finite_values", "payload_kb") not in checks  # 1e300: finite
+    ((observed,),) = query(
+        url,
+        "SELECT observed_value FROM tw_validations WHERE expectation = 'tablewatch_finite_values' "
+        "AND partition_date = :day",
+        day=day,
+    )
+    assert observed.startswith("2 infinite values (+inf 1, -inf 1)")
+    ((observed,),) = query(
+        url,
+        "SELECT observed_value FROM tw_validations WHERE expectation = 'expect_column_values_to_not_be_null' "
+        "AND column_name = 'latency_ms' AND partition_date = :day",
+        day=day,
+    )
+    assert observed.startswith(f"{nulls + 1} unexpected")  # the NaN counted as one more missing latency
 
 
 def test_a_partition_100x_larger_than_usual_is_scored_with_a_volume_warning(demo):

@@ -8,10 +8,12 @@ Outcomes, fault by fault:
   complete and untouched, tw_runs records the failed attempt (see ``tasks.store``); a rerun replaces
   both with one result set. A transient failure (OperationalError) is retried and the retry writes
   everything, spooled scores included;
-- the process killed at a stage boundary (SIGKILL, in a subprocess): nothing is written before the
-  write stage's transaction commits, so the partition holds the previous result set or the killed
-  run's complete one, never a mix; no 'running' row is left; the lease dies with the process; a model
-  the killed run registered is simply loaded by the rerun, one it only saved is ignored;
+- the process killed at a stage boundary (SIGKILL, in a subprocess; on SQLite at every boundary, on
+  PostgreSQL around the write, where rows go in by COPY and the lease is an advisory lock): nothing is
+  written before the write stage's transaction commits, so the partition holds the previous result set
+  or the killed run's complete one, never a mix; no 'running' row is left; the lease dies with the
+  process; a model the killed run registered is simply loaded by the rerun, one it only saved is
+  ignored; a save it abandoned half-way is never loaded and is removed by a later save once 6 h old;
 - two runs of one monitor-partition at once: one result set; the other run is refused with
   PartitionBusyError and writes nothing;
 - model artifact missing or corrupt: treated alike, the monitor retrains and says why in the run's note
@@ -375,20 +377,6 @@ def test_a_run_killed_at_a_stage_boundary_leaves_a_clean_partition_and_a_rerun_c
     assert not [v for v in versions if v.endswith(".tmp")]
 
 
-@pytest.fixture(scope="module")
-def scored_pg(prefect_harness, tmp_path_factory):
-    """The small demo, scores stored, backfilled up to the day before its last in a throwaway
-    PostgreSQL schema (source and results): (config, plan, url)."""
-    from pgutil import isolated_pg_url
-
-    with isolated_pg_url() as url:
-        config, plan = make_demo(tmp_path_factory.mktemp("faults-pg"), url=url, store_scores=True)
-        first = plan.start + timedelta(days=6)
-        state = backfill(str(config), "payments", first, plan.end - timedelta(days=1), return_state=True)
-        assert state.is_completed(), state
-        yield config, plan, url
-
-
 @flow_test
 @pytest.mark.postgres
 @pytest.mark.parametrize("boundary", ["scan", "write", "written"])
@@ -528,6 +516,21 @@ def test_a_full_disk_while_saving_a_model_leaves_no_directory_behind(tmp_path, m
     monkeypatch.undo()
     save_bundle(target, "v1", "events", date(2026, 1, 1), norm, detector)  # space again: the same version saves
     assert (target / "bundle.json").is_file()
+
+
+def test_a_save_abandoned_by_a_killed_process_is_removed_by_a_later_save_once_old(tmp_path):
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]})
+    norm = Normaliser().fit(frame, ["x"])
+    detector = detectors.create("mad").fit(norm.transform(frame))
+    models = tmp_path / "models"
+    abandoned, in_progress = models / ".v0.k1ll3d.tmp", models / ".v2.s4v1ng.tmp"
+    for path in (abandoned, in_progress):
+        (path / "detector").mkdir(parents=True)
+        (path / "normaliser.json").write_text("{")  # half written, no bundle.json
+    day_ago = time.time() - 24 * 3600
+    os.utime(abandoned, (day_ago, day_ago))
+    save_bundle(models / "v1", "v1", "events", date(2026, 1, 1), norm, detector)
+    assert sorted(p.name for p in models.iterdir()) == [".v2.s4v1ng.tmp", "v1"]  # a young one may be saving now
 
 
 @flow_test
