@@ -379,7 +379,7 @@ def test_a_run_killed_at_a_stage_boundary_leaves_a_clean_partition_and_a_rerun_c
 
 @flow_test
 @pytest.mark.postgres
-@pytest.mark.parametrize("boundary", ["scan", "write", "written"])
+@pytest.mark.parametrize("boundary", ["write", "written"])  # the PostgreSQL-specific boundaries
 def test_a_run_killed_around_the_write_on_postgresql_leaves_a_clean_partition(scored_pg, boundary, tmp_path):
     """On PostgreSQL the partition's rows go in by COPY inside one transaction, and the lease is an
     advisory lock held by a connection: a killed process leaves the server to roll the one back and
