@@ -56,7 +56,13 @@ def test_plans_take_each_monitors_schedule_or_the_global_one(tmp_path):
 
 def test_serve_registers_schedules_and_runs_a_deployment_with_artifacts(tmp_path):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterTags
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterTags,
+    )
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL
 
@@ -105,10 +111,15 @@ def test_serve_registers_schedules_and_runs_a_deployment_with_artifacts(tmp_path
             # The harness is shared: other tests ran "payments" flows for the same day; take this run's child.
             mine = [c for c in children if c.name == f"payments/{plan.end}" and c.created >= run.created]
             assert mine and mine[0].state.is_completed()
+            # Filtered by this run in the query: the shared harness holds more "payments" artifacts
+            # than one page of results (the API's default limit), so filtering afterwards can miss them.
             artifacts = client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="tablewatch-payments-"))
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(like_="tablewatch-payments-"),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[mine[0].id]),
+                )
             )
-            by_key = {a.key: a for a in artifacts if a.flow_run_id == mine[0].id}
+            by_key = {a.key: a for a in artifacts}
             report = by_key["tablewatch-payments-report"].data
             for section in ("# payments", "## Top anomalies", "## Trend", "## This day's anomalies in SQL"):
                 assert section in report
