@@ -36,7 +36,8 @@ def _batch(rows: int, text: int, numeric: int, seed: int = 0) -> pa.RecordBatch:
         columns[f"t{i}"] = rng.choice(words, rows)
     for i in range(numeric):
         columns[f"x{i}"] = rng.lognormal(3, 1, rows)
-    return pa.RecordBatch.from_pydict(columns)
+    (batch,) = pa.Table.from_pydict(columns).combine_chunks().to_batches(max_chunksize=rows)
+    return batch
 
 
 def _best(fn, repeat: int) -> float:
