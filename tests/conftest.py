@@ -72,24 +72,30 @@ def prefect_harness():
 
 @pytest.fixture(scope="session")
 def scored_pg(prefect_harness, tmp_path_factory):
-    """The small demo, scores stored, in a throwaway PostgreSQL schema (source and results),
-    backfilled from day 6 to the day before its last: (config, plan, url).
+    """``backfilled_demo`` in a throwaway PostgreSQL schema (source and results): (config, plan, url).
 
     Shared by the PostgreSQL fault tests: the kill tests rerun the day before the last,
     the data-fault test breaks and runs the last day, so neither disturbs the other.
     """
-    from datetime import timedelta
-
     from pgutil import isolated_pg_url
+
+    with isolated_pg_url() as url:
+        config, plan = backfilled_demo(tmp_path_factory.mktemp("faults-pg"), url=url)
+        yield config, plan, url
+
+
+def backfilled_demo(directory: Path, url: str | None = None) -> tuple[Path, DemoPlan]:
+    """The small demo (scores stored) backfilled from day 6 to the day before its last: models are
+    trained for days 6 and 9, and the last day is not run yet. The fault suites start from it."""
+    from datetime import timedelta
 
     from flows.daily import backfill
 
-    with isolated_pg_url() as url:
-        config, plan = make_demo(tmp_path_factory.mktemp("faults-pg"), url=url, store_scores=True)
-        first = plan.start + timedelta(days=6)
-        state = backfill(str(config), "payments", first, plan.end - timedelta(days=1), return_state=True)
-        assert state.is_completed(), state
-        yield config, plan, url
+    config, plan = make_demo(directory, url=url, store_scores=True)
+    first = plan.start + timedelta(days=6)
+    state = backfill(str(config), "payments", first, plan.end - timedelta(days=1), return_state=True)
+    assert state.is_completed(), state
+    return config, plan
 
 
 def small_config(db: Path | str, detector: str = "mad", params: str = "{}", store_scores: bool = False) -> str:

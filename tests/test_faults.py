@@ -39,14 +39,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import db_url, make_demo
+from conftest import backfilled_demo, db_url, make_demo
 from sqlalchemy.exc import DataError, OperationalError
 from test_flows import TABLES, execute, query
 from typer.testing import CliRunner
 
 import detectors
 from flows.cli import app
-from flows.daily import backfill, daily_monitoring
+from flows.daily import daily_monitoring
 from tasks.errors import ModelError
 from tasks.normalise import Normaliser
 from tasks.spec import load_config
@@ -64,10 +64,7 @@ def scored(prefect_harness, tmp_path_factory):
     Models are trained for days 6 and 9 (on days validated on the way); the last day is not run yet.
     """
     base = tmp_path_factory.mktemp("faults-base")
-    config, plan = make_demo(base, store_scores=True)
-    first = plan.start + timedelta(days=6)
-    state = backfill(str(config), "payments", first, plan.end - timedelta(days=1), return_state=True)
-    assert state.is_completed(), state
+    _, plan = backfilled_demo(base)
     return base, plan
 
 
