@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from tasks.alerts import SEVERITY_ORDER, RunFacts, alert_task
+from tasks.errors import StageTimeoutError
 from tasks.evaluate import evaluate_task
 from tasks.extract import open_partition_task
 from tasks.lease import partition_lease
@@ -53,6 +54,37 @@ def _stage(run: RunRecord, name: str) -> Iterator[None]:
         yield
     finally:
         run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+@contextmanager
+def _deadline(stage: str, limit_s: float, *, result_commits: bool = False) -> Iterator[None]:
+    """Fail a stage that ran past its ``execution.timeouts`` limit, whether or not Prefect managed to stop it.
+
+    Prefect stops a task in a worker thread by injecting an exception into it, and that
+    exception is lost when it lands inside a callback (a garbage-collector hook, seen in
+    CI); the stage then returns late as if nothing happened. Checking the clock here
+    makes the limit hold either way, and gives both cases one message naming the setting.
+    A stage whose return means its rows are committed (``result_commits``: the write) is
+    not failed after the fact: the run would then say ``failed`` over a complete result.
+    """
+    started = time.perf_counter()
+    try:
+        yield
+    except TimeoutError as exc:  # Prefect's TaskRunTimeoutError, or a timeout of our own below
+        elapsed = time.perf_counter() - started
+        if isinstance(exc, StageTimeoutError) or elapsed < limit_s:
+            raise  # a socket or driver timeout inside the stage: its own message says more
+        raise _timed_out(stage, elapsed, limit_s) from exc
+    elapsed = time.perf_counter() - started
+    if elapsed > limit_s and not result_commits:
+        raise _timed_out(stage, elapsed, limit_s)
+
+
+def _timed_out(stage: str, elapsed: float, limit_s: float) -> StageTimeoutError:
+    return StageTimeoutError(
+        f"the {stage} stage timed out: it ran {elapsed:.2f} s, past its limit of {limit_s:g} s "
+        f"(timeouts.{stage} in monitors.yaml)"
+    )
 
 
 def _summary(run: RunRecord) -> RunSummary:
@@ -141,22 +173,23 @@ def _monitor(monitor: MonitorSpec, partition_date: date) -> RunSummary:
     )
     scan = None
     try:
-        with _stage(run, "inspect"):
+        with _stage(run, "inspect"), _deadline("inspect", timeouts.inspect):
             partition = open_partition_task.with_options(timeout_seconds=timeouts.inspect)(monitor, partition_date)
         missing = partition.missing_columns(monitor)
         choice = ModelChoice(None)
         if missing:
             logger.warning("%s: column(s) %s missing from %s", monitor.name, ", ".join(missing), monitor.table)
         else:
-            with _stage(run, "train"):
+            with _stage(run, "train"), _deadline("train", timeouts.train):
                 choice = train_or_load_task.with_options(timeout_seconds=timeouts.train)(
                     monitor, partition_date, partition.source, partition.features
                 )
         model = choice.model
         history = recent_reports(monitor.results_url, monitor.name, partition_date)
-        scan = scan_task.with_options(timeout_seconds=timeouts.scan)(
-            monitor, partition, model, usual_rows=usual_row_count(history)
-        )
+        with _deadline("scan", timeouts.scan):
+            scan = scan_task.with_options(timeout_seconds=timeouts.scan)(
+                monitor, partition, model, usual_rows=usual_row_count(history)
+            )
         for name, seconds in scan.seconds.items():
             run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + seconds
         run.rows_read = scan.rows
@@ -208,7 +241,7 @@ def _monitor(monitor: MonitorSpec, partition_date: date) -> RunSummary:
                 metrics=metrics,
             )
         run.finished_at = utcnow()
-        with _stage(run, "write"):
+        with _stage(run, "write"), _deadline("write", timeouts.write, result_commits=True):
             scores = _SpooledScores(scan.spool) if scan.spool is not None else None
             write_partition_task.with_options(timeout_seconds=timeouts.write)(
                 monitor.results_url, run, validation, anomalies, report.row, metrics, scores

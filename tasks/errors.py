@@ -38,6 +38,10 @@ class InsufficientHistoryError(DataQualityError):
     """Too few valid past partitions to train a model; the partition is not scored."""
 
 
+class StageTimeoutError(TablewatchError, TimeoutError):
+    """A stage ran past its ``execution.timeouts`` limit; the run fails."""
+
+
 class ModelError(TablewatchError):
     """A model artifact is missing, corrupt or does not match the monitor."""
 
