@@ -188,7 +188,7 @@ def _monitor(monitor: MonitorSpec, partition_date: date) -> RunSummary:
         history = recent_reports(monitor.results_url, monitor.name, partition_date)
         with _deadline("scan", timeouts.scan):
             scan = scan_task.with_options(timeout_seconds=timeouts.scan)(
-                monitor, partition, model, usual_rows=usual_row_count(history)
+                monitor, partition, model, usual_rows=usual_row_count(history, monitor.volume.min_history)
             )
         for name, seconds in scan.seconds.items():
             run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + seconds

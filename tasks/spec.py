@@ -226,6 +226,21 @@ class ThresholdSpec(_Strict):
         }
 
 
+class VolumeSpec(_Strict):
+    """When a partition's row count is out of line with the monitor's recent partitions
+    (``tablewatch_row_count_vs_history``): a doubled load or a lost filter upstream."""
+
+    factor: float = Field(
+        default=10, gt=1, description="this many times more, or fewer, rows than the median of recent partitions"
+    )
+    min_history: int = Field(
+        default=3, ge=1, le=7, description="recent partitions (last 7 days, not quarantined) needed before checking"
+    )
+    severity: Literal["warning", "critical"] = Field(
+        default="warning", description="warning: scored and recorded; critical: quarantined"
+    )
+
+
 class PCASpec(_Strict):
     """Project the encoded features onto their leading principal components (wide tables)."""
 
@@ -404,6 +419,7 @@ class MonitorSpec(_Strict):
     threshold: ThresholdSpec = Field(default_factory=ThresholdSpec)
     normalise: NormaliseSpec = Field(default_factory=NormaliseSpec)
     expectations: list[ExpectationSpec] = Field(default_factory=list)
+    volume: VolumeSpec = Field(default_factory=VolumeSpec)
     store_scores: bool = Field(
         default=False, description="also write every row's score to tw_scores (one row per source row)"
     )

@@ -176,10 +176,6 @@ class PartitionValidator:
 _OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 REPLACEMENT = "\ufffd"
 """What the readers put in place of invalid UTF-8 (the Unicode replacement character)."""
-VOLUME_FACTOR = 10
-"""A partition this many times larger (or smaller) than usual gets a row-count warning."""
-VOLUME_MIN_HISTORY = 3
-"""Recent partitions needed before "usual" means anything."""
 
 
 class BuiltinChecks:
@@ -197,10 +193,11 @@ class BuiltinChecks:
       most extreme value the model knows (the normaliser clips it); NaN is a missing value;
     - ``tablewatch_valid_utf8`` (warning): text with invalid UTF-8 was read with each bad
       byte sequence replaced by U+FFFD (``tasks.readers``); the values are scored as read;
-    - ``tablewatch_row_count_vs_history`` (warning): the partition has ``VOLUME_FACTOR``
-      times more, or fewer, rows than the median of the monitor's recent partitions
-      (``usual_rows``); batches bound the memory, so it is scored, but a day that size
-      usually means duplicated loads or a lost filter upstream.
+    - ``tablewatch_row_count_vs_history`` (warning, or critical by the monitor's
+      ``volume.severity``): the partition has ``volume.factor`` times more, or fewer, rows
+      than the median of the monitor's recent partitions (``usual_rows``); batches bound
+      the memory, so it can be scored, but a day that size usually means duplicated loads
+      or a lost filter upstream.
     """
 
     def __init__(self, spec: MonitorSpec, features: list[str], usual_rows: int | None = None) -> None:
@@ -297,22 +294,22 @@ class BuiltinChecks:
         return out
 
     def _volume(self, rows: int) -> ExpectationResult | None:
-        usual = self.usual_rows
+        usual, volume = self.usual_rows, self.spec.volume
         if not usual:
             return None
         ratio = rows / usual
-        if 1 / VOLUME_FACTOR < ratio < VOLUME_FACTOR:
+        if 1 / volume.factor < ratio < volume.factor:
             return None
         observed = f"{rows:,} rows, {ratio:.3g}x the usual {usual:,} (median of the recent partitions)"
-        details = {"rows": rows, "usual_rows": usual, "ratio": round(ratio, 4), "factor": VOLUME_FACTOR}
-        return ExpectationResult("tablewatch_row_count_vs_history", None, "warning", False, observed, details)
+        details = {"rows": rows, "usual_rows": usual, "ratio": round(ratio, 4), "factor": volume.factor}
+        return ExpectationResult("tablewatch_row_count_vs_history", None, volume.severity, False, observed, details)
 
 
-def usual_row_count(history: list[dict[str, Any]]) -> int | None:
+def usual_row_count(history: list[dict[str, Any]], min_history: int = 3) -> int | None:
     """The median row count of recent partitions that were not quarantined, from their daily
-    report rows (``tasks.store.recent_reports``); None below ``VOLUME_MIN_HISTORY`` of them."""
+    report rows (``tasks.store.recent_reports``); None below ``min_history`` of them."""
     counts = [r["rows"] for r in history if r.get("validation_outcome") != "quarantined" and r.get("rows")]
-    if len(counts) < VOLUME_MIN_HISTORY:
+    if len(counts) < min_history:
         return None
     return int(np.median(counts))
 

@@ -472,6 +472,20 @@ def test_bad_normalise_settings_name_monitor_and_field(normalise: dict, field: s
     assert "monitor 'payments'" in message and f"field {field!r}" in message and shown in message
 
 
+@pytest.mark.parametrize(
+    ("volume", "field", "shown"),
+    [
+        ({"factor": 1}, "volume.factor", "got 1"),
+        ({"min_history": 8}, "volume.min_history", "got 8"),
+        ({"severity": "quarantine"}, "volume.severity", "'warning' or 'critical'"),
+        ({"factr": 5}, "volume.factr", "unknown"),
+    ],
+)
+def test_bad_volume_settings_name_monitor_and_field(volume: dict, field: str, shown: str) -> None:
+    message = config_error(config(monitor("payments", volume=volume)))
+    assert "monitor 'payments'" in message and f"field {field!r}" in message and shown in message
+
+
 # -- supervised detectors --------------------------------------------------------------------
 def test_supervised_detector_without_label_is_a_config_error() -> None:
     message = config_error(config(monitor("payments", detector={"name": "classifier", "params": {"epochs": 3}})))

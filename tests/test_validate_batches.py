@@ -10,7 +10,7 @@ from tasks.spec import parse_config
 from tasks.validate import _GX_LOCK, PartitionValidator, _batch_definition, build_suite, usual_row_count
 
 
-def _spec(expectations):
+def _spec(expectations, **monitor):
     raw = {
         "monitors": [
             {
@@ -21,6 +21,7 @@ def _spec(expectations):
                 "key": "id",
                 "features": ["x", "kind"],
                 "expectations": expectations,
+                **monitor,
             }
         ]
     }
@@ -150,10 +151,23 @@ def test_a_partition_ten_times_larger_or_smaller_than_usual_warns(rows, warned):
         assert found[None].severity == "warning" and found[None].details["usual_rows"] == 100
 
 
+@pytest.mark.parametrize("rows,flagged", [(100, False), (299, False), (300, True), (34, False), (33, True)])
+def test_a_monitor_sets_its_own_volume_factor_and_quarantines_when_critical(rows, flagged):
+    spec = _spec([], volume={"factor": 3, "severity": "critical"})
+    validator = PartitionValidator(spec, ["x", "kind"], usual_rows=100)
+    validator.add(_frame(2, rows))
+    outcome = validator.outcome()
+    found = _failed(outcome, "tablewatch_row_count_vs_history")
+    assert bool(found) is flagged and outcome.passed is not flagged
+    if flagged:
+        assert found[None].severity == "critical" and found[None].details["factor"] == 3
+
+
 def test_the_usual_row_count_is_the_median_of_recent_partitions_that_were_not_quarantined():
     def day(rows, outcome="passed"):
         return {"rows": rows, "validation_outcome": outcome}
 
     assert usual_row_count([day(100), day(120)]) is None  # too little history
+    assert usual_row_count([day(100), day(120)], min_history=2) == 110
     assert usual_row_count([day(100), day(120), day(0, "quarantined"), day(90)]) == 100
     assert usual_row_count([day(100), day(5000, "quarantined"), day(110), day(None), day(105, "warning")]) == 105
