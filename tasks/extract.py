@@ -123,14 +123,20 @@ def _day_bounds(column: sa.Column, start: date, end: date, dialect: str) -> list
     return [col >= _bound(column, start, dialect), col < _bound(column, end, dialect)]
 
 
-def _read_expr(column: sa.Column, spec: MonitorSpec) -> sa.ColumnElement:
+def _read_expr(column: sa.Column, spec: MonitorSpec, dialect: str) -> sa.ColumnElement:
     """How a column is selected: exact decimals as floats (pandas and the detectors need
     numbers, not Decimal objects), and types with no plain Arrow form (uuid, json,
-    intervals) as text, so every driver hands out the same kinds of values."""
+    intervals) as text, so every driver hands out the same kinds of values.
+
+    A SQLite column without a declared type (a view's ``CAST(amount AS REAL)``, a table
+    declared without types) is read as it is: its values carry their own types, and
+    casting them to text would turn the numbers of such a view back into strings."""
     kind = column.type
     if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float):
         return sa.cast(column, sa.Float).label(column.name)
     if isinstance(kind, (sa.Integer, sa.Float, sa.String, sa.Date, sa.DateTime, sa.Boolean)):
+        return column
+    if dialect == "sqlite" and isinstance(kind, sa.types.NullType):
         return column
     if column.name == spec.partition_column:
         return column
@@ -144,8 +150,9 @@ def partition_select(spec: MonitorSpec, source: SourceSchema, start: date, end: 
         raise SourceUnavailableError(
             f"monitor {spec.name!r}: partition column {spec.partition_column!r} not in table {spec.table!r}"
         )
-    cols = [_read_expr(source.table.c[name], spec) for name in wanted_columns(spec, source) if name in existing]
     dialect = get_engine(spec.source).dialect.name
+    names = [name for name in wanted_columns(spec, source) if name in existing]
+    cols = [_read_expr(source.table.c[name], spec, dialect) for name in names]
     return sa.select(*cols).where(*_day_bounds(source.table.c[spec.partition_column], start, end, dialect))
 
 

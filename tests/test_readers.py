@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from tasks.bulk import constant_columns, insert_arrow
 from tasks.db import get_engine, sqlite_gate
 from tasks.extract import Partition, consume_partition, read_range, reflect_source, stream_range
+from tasks.normalise import Normaliser
 from tasks.readers import AdbcTypeError, adbc_target
 from tasks.spec import parse_config
 
@@ -72,6 +73,29 @@ def _make_events(url: str, rows: int = 30) -> None:
                 for i in range(rows)
             ],
         )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_view_casting_text_numerals_is_read_as_numbers(backend_url):
+    """The README's advice for a TEXT column of numerals: monitor a view that CASTs it."""
+    _make_events(backend_url)
+    real = "REAL" if backend_url.startswith("sqlite") else "DOUBLE PRECISION"
+    with get_engine(backend_url).begin() as conn:
+        conn.execute(sa.text("DROP VIEW IF EXISTS events_typed"))
+        conn.execute(
+            sa.text(
+                f"CREATE VIEW events_typed AS SELECT id, ts, CAST(CAST(price AS TEXT) AS {real}) AS price, kind "
+                "FROM events"
+            )
+        )
+    spec = _spec(backend_url, table="events_typed", features=["price", "kind"])
+    for prefer_adbc in (True, False):
+        batches = list(stream_range(spec, reflect_source(spec), DAY, DAY + timedelta(days=1), prefer_adbc=prefer_adbc))
+        frame = pd.concat(batches, ignore_index=True).sort_values("id", ignore_index=True)
+        assert frame["price"].dtype == "float64", prefer_adbc
+        assert frame["price"].iloc[:3].tolist() == [2.25, 3.25, 4.25] and pd.isna(frame["price"].iloc[3])  # id 5: NULL
+        normaliser = Normaliser().fit(frame, spec.features)
+        assert list(normaliser.numeric_) == ["price"] and list(normaliser.categorical_) == ["kind"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
