@@ -14,7 +14,10 @@ detection ensembles", KDD 2013; the same reasoning as Isolation Forest's 256-row
 subsamples). When the
 training rows themselves are scored (to calibrate the threshold), a row's exact copy in
 the reference is the row itself: at most one zero-distance neighbour is skipped per row,
-so training and new rows are scored alike.
+so training and new rows are scored alike. In ``latent_knn`` "exact" allows for float32
+rounding: the autoencoder encodes a row with a few ulps of difference depending on the
+batch it came in (the CPU's matrix kernels change with the batch size), so a code within
+``SAME_CODE`` (relative) of a reference code is that reference row.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ _PRODUCT_MULADDS = 1 << 18  # OpenBLAS runs products this small on the calling t
 _MAX_WORKERS = 8
 _GROUPS_PER_NEIGHBOUR = 4  # the threshold comes from >= 4 (k + 1) group minima: the more, the tighter
 _FLOAT32_ROUNDOFF = float(np.finfo(np.float32).eps) / 2  # u: the largest relative error of one rounding
+SAME_CODE = 1e-5
+"""Relative distance within which a latent code is its reference row's own code. Batch-dependent
+rounding moved codes by at most 1.2e-7 (norms 0.02-11.5, median 0.65; 3,030 rows, chunks of 1,000
+against one call); the closest distinct codes were 3e-4 apart, 5e-4 of the norm."""
 
 
 def _reference_rows(n: int, cap: int, random_state: int) -> np.ndarray:
@@ -43,7 +50,9 @@ def _reference_rows(n: int, cap: int, random_state: int) -> np.ndarray:
     return np.sort(np.random.default_rng(random_state).choice(n, size=cap, replace=False))
 
 
-def nearest(queries: np.ndarray, reference: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def nearest(
+    queries: np.ndarray, reference: np.ndarray, k: int, same_within: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Distances and indices of each query's ``k`` nearest reference rows, nearest first.
 
     Brute force in blocks of query rows. Reference rows are ranked by ``|r|^2 - 2 q.r``
@@ -54,7 +63,7 @@ def nearest(queries: np.ndarray, reference: np.ndarray, k: int) -> tuple[np.ndar
     computed exactly in float64 and sorted (equal distances: lower reference index
     first), so the result is the exact ``k`` nearest, not only the nearest by float32
     rank. One exact zero-distance match per query is taken to be the query itself and
-    skipped.
+    skipped; ``same_within`` (a distance per query) widens "zero" to that distance.
 
     A query's result depends on that row alone (never on how many rows are passed, nor
     on how blocks are shared among threads); blocks run on a few threads, as numpy
@@ -71,13 +80,14 @@ def nearest(queries: np.ndarray, reference: np.ndarray, k: int) -> tuple[np.ndar
     if n == 0:
         return dist, index
     search = _BlockSearch(reference, k_eff)
+    same = np.zeros(n) if same_within is None else np.square(np.asarray(same_within, dtype=np.float64))
     starts = range(0, n, _BLOCK_ROWS)
     workers = min(len(starts), _MAX_WORKERS, _cpus())
     if workers <= 1:
         scratch = search.scratch()
         for start in starts:
             stop = min(start + _BLOCK_ROWS, n)
-            dist[start:stop], index[start:stop] = search.block(queries[start:stop], scratch)
+            dist[start:stop], index[start:stop] = search.block(queries[start:stop], same[start:stop], scratch)
         return dist, index
 
     local = threading.local()
@@ -86,7 +96,7 @@ def nearest(queries: np.ndarray, reference: np.ndarray, k: int) -> tuple[np.ndar
         if not hasattr(local, "scratch"):
             local.scratch = search.scratch()
         stop = min(start + _BLOCK_ROWS, n)
-        dist[start:stop], index[start:stop] = search.block(queries[start:stop], local.scratch)
+        dist[start:stop], index[start:stop] = search.block(queries[start:stop], same[start:stop], local.scratch)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nearest") as pool:
         for _ in pool.map(run, starts):
@@ -159,7 +169,8 @@ class _BlockSearch:
             "mask": np.empty((self.panels, rows, self.cols), dtype=np.bool_),
         }
 
-    def block(self, q: np.ndarray, scratch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def block(self, q: np.ndarray, same: np.ndarray, scratch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest of each query row; ``same``: per row, the squared distance of its own match."""
         b, d = q.shape
         queries, rank = scratch["queries"], scratch["rank"]
         queries[:b, :d] = q
@@ -209,7 +220,7 @@ class _BlockSearch:
         padded = np.full((b, width), np.inf)
         padded.ravel()[row * width + (np.arange(len(row)) - starts[row])] = exact
         order = np.argsort(padded, axis=1, kind="stable")  # equal distances: lower reference index first
-        skip = padded[np.arange(b), order[:, 0]] == 0.0  # one exact match: the row itself
+        skip = padded[np.arange(b), order[:, 0]] <= same  # one (near-)exact match: the row itself
         place = np.minimum(skip[:, None] + np.arange(self.k), np.minimum(counts, self.k + 1)[:, None] - 1)
         pair = starts[:, None] + np.take_along_axis(order, place, axis=1)
         return np.sqrt(exact[pair]), col[pair]
@@ -320,7 +331,7 @@ class LatentKNNDetector(Detector):
         # Encode all rows and index, so a training row's code matches its reference code bit for bit.
         codes = self.autoencoder_.encode(X)
         self.reference_codes_ = codes[rows]
-        dist, _ = nearest(codes, self.reference_codes_, int(self.k))
+        dist, _ = self._nearest(codes)
         recon_scale = _positive_median(self.autoencoder_.train_scores_)  # its score(X), from its fit
         self.scales_ = np.array([recon_scale, _positive_median(dist.mean(axis=1))])
         self.training_summary_ = {
@@ -333,16 +344,26 @@ class LatentKNNDetector(Detector):
         if len(X) == 0:
             return np.zeros(0)
         recon = self.autoencoder_._scores(X)
-        dist, _ = nearest(self.autoencoder_.encode(X), self.reference_codes_, int(self.k))
+        dist, _ = self._nearest(self.autoencoder_.encode(X))
         return recon / self.scales_[0] + float(self.lam) * dist.mean(axis=1) / self.scales_[1]
 
     def _feature_scores(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
             return np.zeros((0, X.shape[1]))
         recon = self.autoencoder_._feature_scores(X)
-        dist, index = nearest(self.autoencoder_.encode(X), self.reference_codes_, int(self.k))
+        dist, index = self._nearest(self.autoencoder_.encode(X))
         spread = distance_contributions(X, self.reference_, dist, index)
         return recon / self.scales_[0] + float(self.lam) * spread / self.scales_[1]
+
+    def _nearest(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest reference codes; a code this close to one (``SAME_CODE``) is that row, rounded differently.
+
+        Relative to the code's norm, or the reference codes' median norm where that is larger:
+        rounding moves a code by ulps of its layer's values, not of its own (maybe tiny) norm.
+        """
+        reference_norm = float(np.median(np.sqrt(np.einsum("ij,ij->i", self.reference_codes_, self.reference_codes_))))
+        same = SAME_CODE * np.maximum(np.sqrt(np.einsum("ij,ij->i", codes, codes)), reference_norm)
+        return nearest(codes, self.reference_codes_, int(self.k), same_within=same)
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {"reference": self.reference_, "reference_codes": self.reference_codes_, "scales": self.scales_}

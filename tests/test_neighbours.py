@@ -37,6 +37,21 @@ def test_a_reference_row_is_not_its_own_neighbour_but_its_duplicate_is() -> None
     np.testing.assert_allclose(nearest(reference[2:3], reference, 3)[0], expected, rtol=1e-12)
 
 
+def test_a_row_rounded_differently_is_still_its_own_match_within_same_within() -> None:
+    """latent_knn's codes differ by float32 ulps with the batch they were encoded in; a training
+    row's code must still skip its own reference code, or its score depends on the batch."""
+    rng = np.random.default_rng(2)
+    reference = rng.normal(size=(40, 2))
+    rounded = reference[:3] + np.array([6e-8, -1.2e-7])  # ulps of float32 at these magnitudes
+    exact_only, _ = nearest(rounded, reference, 4)
+    assert (exact_only[:, 0] < 1e-6).all()  # without a tolerance, "itself" is a neighbour at ~1e-7
+    dist, index = nearest(rounded, reference, 4, same_within=np.full(3, 1e-5))
+    np.testing.assert_allclose(dist, nearest(reference[:3], reference, 4)[0], rtol=1e-5)
+    assert not (index == np.arange(3)[:, None]).any()
+    farther = reference[:3] + 1e-3  # a distinct row, not a rounding: kept
+    assert (nearest(farther, reference, 4, same_within=np.full(3, 1e-5))[0][:, 0] < 2e-3).all()
+
+
 def test_nearest_with_fewer_reference_rows_than_k() -> None:
     reference = np.array([[0.0], [1.0], [3.0]])
     dist, _ = nearest(np.array([[0.0], [10.0]]), reference, 10)
