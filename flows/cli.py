@@ -322,9 +322,9 @@ def main() -> None:
         err.print("aborted")
         sys.exit(130)
     except Exception as exc:  # a click usage error or a bug: one line unless debugging
-        import click
-
-        if isinstance(exc, click.ClickException):
+        # Typer ships its own copy of click (typer._click), whose exceptions are not click's:
+        # recognise a usage error by what it can do rather than by its class.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         if os.environ.get("TABLEWATCH_DEBUG"):

@@ -56,6 +56,22 @@ def test_user_errors_exit_2_with_one_line(tmp_path, args, message):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nosuch"], "No such command 'nosuch'"),
+        (["db", "status"], "No such command 'status'"),
+        (["run", "--confg", "monitors.yaml"], "No such option: --confg"),
+        (["backfill", "--config", "monitors.yaml", "--start", "2026-10-01"], "Missing option"),
+    ],
+)
+def test_usage_errors_exit_2_with_the_usage_not_as_unexpected_errors(tmp_path, args, message):
+    result = tablewatch(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Usage:" in result.stderr
+    assert "unexpected error" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_invalid_config_names_monitor_field_and_value(tmp_path):
     config, _ = make_demo(tmp_path)
     config.write_text(config.read_text().replace("window: 5", "window: 0"))
