@@ -6,7 +6,6 @@ lease is held in the results database itself, so it works whatever Prefect serve
 or process the runs come from, and a killed process drops it with its connection:
 
 - PostgreSQL: a session-level advisory lock on a dedicated connection;
-- MySQL / MariaDB: ``GET_LOCK`` on a dedicated connection;
 - SQLite file: ``flock`` on a lock file beside the database (``<db>.tw-locks/``);
 - in-memory SQLite: a lock inside this process (nothing else can see the database).
 """
@@ -53,10 +52,6 @@ def partition_lease(url: str, monitor: str, day: date, wait_s: float = 0.0) -> I
         # Advisory locks are per database: the schema the tw_ tables live in is part of the key.
         key = "hashtextextended(current_schema() || ':' || :k, 0)"
         lease = _sql_lease(url, f"SELECT pg_try_advisory_lock({key})", f"SELECT pg_advisory_unlock({key})", {"k": name})
-    elif backend in ("mysql", "mariadb"):
-        # Lock names are per server and at most 64 characters: hash the database and the lease name.
-        key = "SHA1(CONCAT(DATABASE(), ':', :k))"
-        lease = _sql_lease(url, f"SELECT GET_LOCK({key}, 0)", f"SELECT RELEASE_LOCK({key})", {"k": name})
     elif backend == "sqlite" and make_url(url).database not in (None, "", ":memory:"):
         lease = _file_lease(str(make_url(url).database), name)
     else:

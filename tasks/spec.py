@@ -390,6 +390,45 @@ class ExecutionSpec(_Strict):
         return self
 
 
+RESULTS_BACKENDS = ("postgresql", "sqlite")
+"""Where tablewatch keeps its results: its migrations, bulk writes, leases and views exist for these."""
+
+
+def _database_url(url: str | None, *, results: bool) -> str | None:
+    """Check a database URL when the config is read, not when a run first connects.
+
+    It must parse, name a SQLAlchemy dialect whose driver is installed, and, for results,
+    a backend tablewatch can store into. Raised as ``ValueError`` so the message names the
+    monitor and field; it quotes the kind of database, never the URL.
+    """
+    if url is None:
+        return None
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ValueError(
+            "not a database URL: write dialect+driver://user@host:port/database "
+            "(postgresql+psycopg://tw@db:5432/shop) or sqlite:///path/to/file.db"
+        ) from None
+    try:
+        dialect = parsed.get_dialect()
+    except Exception:  # sqlalchemy.exc.NoSuchModuleError: no such dialect or driver name
+        raise ValueError(f"unknown kind of database {parsed.drivername!r} (SQLAlchemy has no such dialect)") from None
+    if results and parsed.get_backend_name() not in RESULTS_BACKENDS:
+        raise ValueError(
+            f"tablewatch keeps its results in PostgreSQL or SQLite, not {parsed.get_backend_name()!r} "
+            "(that database can be a monitor's source)"
+        )
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ValueError(
+            f"the Python driver for {parsed.drivername!r} is not installed (no module {exc.name!r}): "
+            "install it with pip, or name an installed driver in the URL (dialect+driver://)"
+        ) from None
+    return url
+
+
 def _shown_url(url: str | None) -> str | None:
     """A database URL as JSON dumps show it: password masked.
 
@@ -434,6 +473,16 @@ class MonitorSpec(_Strict):
     @field_serializer("source", "results", when_used="json")
     def _hide_password(self, url: str | None) -> str | None:
         return _shown_url(url)
+
+    @field_validator("source")
+    @classmethod
+    def _source_url(cls, value: str) -> str:
+        return _database_url(value, results=False)
+
+    @field_validator("results")
+    @classmethod
+    def _results_url(cls, value: str | None) -> str | None:
+        return _database_url(value, results=True)
 
     @field_validator("name")
     @classmethod
@@ -492,6 +541,11 @@ class Config(_Strict):
     @field_serializer("results", when_used="json")
     def _hide_password(self, url: str) -> str | None:
         return _shown_url(url)
+
+    @field_validator("results")
+    @classmethod
+    def _results_url(cls, value: str) -> str:
+        return _database_url(value, results=True)
 
     @model_validator(mode="after")
     def _unique_and_defaults(self) -> Config:

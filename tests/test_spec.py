@@ -486,6 +486,31 @@ def test_bad_volume_settings_name_monitor_and_field(volume: dict, field: str, sh
     assert "monitor 'payments'" in message and f"field {field!r}" in message and shown in message
 
 
+@pytest.mark.parametrize(
+    ("where", "url", "field", "shown"),
+    [
+        ("top", "mysql+pymysql://tw@db/shop", "results", "keeps its results in PostgreSQL or SQLite, not 'mysql'"),
+        ("monitor", "mysql+pymysql://tw@db/shop", "results", "not 'mysql'"),
+        ("monitor", "not a url", "source", "not a database URL"),
+        ("monitor", "oracle+nosuch://tw@db/shop", "source", "unknown kind of database 'oracle+nosuch'"),
+        ("monitor", "mssql+pymssql://tw@db/shop", "source", "driver for 'mssql+pymssql' is not installed"),
+    ],
+)
+def test_database_urls_are_checked_when_the_config_is_read(where: str, url: str, field: str, shown: str) -> None:
+    raw = config(monitor("payments", **{field: url})) if where == "monitor" else config(results=url)
+    message = config_error(raw)
+    assert f"field {field!r}" in message and shown in message
+    if where == "monitor":
+        assert "monitor 'payments'" in message
+
+
+def test_a_bad_database_url_from_the_environment_is_shown_as_written(monkeypatch) -> None:
+    monkeypatch.setenv("TW_SOURCE_PASSWORD", "s3cret-pw")
+    message = config_error(config(monitor("payments", source="oracle+nosuch://tw:${TW_SOURCE_PASSWORD}@db/shop")))
+    assert "unknown kind of database" in message and "${TW_SOURCE_PASSWORD}" in message
+    assert "s3cret-pw" not in message
+
+
 # -- supervised detectors --------------------------------------------------------------------
 def test_supervised_detector_without_label_is_a_config_error() -> None:
     message = config_error(config(monitor("payments", detector={"name": "classifier", "params": {"epochs": 3}})))
