@@ -9,6 +9,7 @@ are compared as ISO strings, which orders correctly for both dates and timestamp
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -25,6 +26,7 @@ from adbc_driver_manager import Error as AdbcError
 from adbc_driver_manager import OperationalError as AdbcOperationalError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 
 from tasks.db import get_engine, redact, scrub
@@ -68,8 +70,20 @@ def split_table_name(name: str, engine: sa.Engine) -> tuple[str | None, str]:
     return schema, table
 
 
+def _require_sqlite_file(spec: MonitorSpec) -> None:
+    """A SQLite source file must exist: connecting would create an empty one (a misspelt path
+    would leave a stray file behind and report only that the table is missing)."""
+    url = make_url(spec.source)
+    path = url.database
+    if url.get_backend_name() != "sqlite" or path in (None, "", ":memory:") or path.startswith("file:"):
+        return
+    if not os.path.exists(path):
+        raise SourceUnavailableError(f"monitor {spec.name!r}: source database file {path} does not exist")
+
+
 def reflect_source(spec: MonitorSpec) -> SourceSchema:
     """Reflect the monitored table; a missing table or server is a SourceUnavailableError."""
+    _require_sqlite_file(spec)
     engine = get_engine(spec.source)
     try:
         schema, name = split_table_name(spec.table, engine)

@@ -243,6 +243,7 @@ def train_model(
     on the way, and at most ``training.max_rows / window`` rows a day are kept (a uniform
     sample), so training memory does not grow with the size of the partitions.
     """
+    models_directory(spec)  # before reading and fitting, which may take hours, not after
     candidates, statuses = training_days(spec, day, source)
     cap = max(1, -(-spec.training.max_rows // spec.training.window))
     chosen: dict[date, pd.DataFrame] = {}
@@ -387,6 +388,20 @@ def load_model(row: sa.Row) -> Model:
 
 
 # -- persistence ----------------------------------------------------------------------
+def models_directory(spec: MonitorSpec) -> Path:
+    """The monitor's model directory, created if need be; a ModelError naming it when it cannot be written."""
+    directory = spec.models_dir / spec.name
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelError(
+            f"cannot create the model directory {directory} ('models' in monitors.yaml): {exc.strerror or exc}"
+        ) from exc
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ModelError(f"the model directory {directory} ('models' in monitors.yaml) is not writable")
+    return directory
+
+
 def save_bundle(
     target: Path, version: str, monitor: str, trained_for: date, normaliser: Normaliser, detector: Detector
 ) -> Path:
@@ -399,9 +414,12 @@ def save_bundle(
     """
     if target.exists():
         raise FileExistsError(f"refusing to overwrite existing model directory {target}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_saves(target.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_saves(target.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise ModelError(f"saving model {version} to {target} failed, nothing was written: {exc}") from exc
     try:
         (tmp / "normaliser.json").write_text(json.dumps(normaliser.to_dict(), indent=2))
         detectors.save(detector, tmp / "detector")

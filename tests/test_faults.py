@@ -47,10 +47,11 @@ from typer.testing import CliRunner
 import detectors
 from flows.cli import app
 from flows.daily import daily_monitoring
-from tasks.errors import ModelError
+from tasks.errors import ModelError, SourceUnavailableError
+from tasks.extract import reflect_source
 from tasks.normalise import Normaliser
 from tasks.spec import load_config
-from tasks.train import current_model_row, load_model, save_bundle
+from tasks.train import current_model_row, load_model, models_directory, save_bundle
 
 flow_test = pytest.mark.usefixtures("prefect_harness")
 REPO = Path(__file__).resolve().parents[1]
@@ -528,6 +529,36 @@ def test_a_save_abandoned_by_a_killed_process_is_removed_by_a_later_save_once_ol
     os.utime(abandoned, (day_ago, day_ago))
     save_bundle(models / "v1", "v1", "events", date(2026, 1, 1), norm, detector)
     assert sorted(p.name for p in models.iterdir()) == [".v2.s4v1ng.tmp", "v1"]  # a young one may be saving now
+
+
+def test_an_unusable_models_directory_is_a_model_error_naming_it_before_any_training(tmp_path):
+    (tmp_path / "afile").write_text("not a directory")
+    spec = load_config_text(tmp_path, "models: afile/models\n").monitors[0]
+    with pytest.raises(ModelError, match=r"cannot create the model directory .*afile/models/payments \('models' in"):
+        models_directory(spec)
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]})
+    norm = Normaliser().fit(frame, ["x"])
+    detector = detectors.create("mad").fit(norm.transform(frame))
+    with pytest.raises(ModelError, match="saving model v1 to .* failed, nothing was written: .*File exists"):
+        save_bundle(tmp_path / "afile" / "v1", "v1", "payments", date(2026, 1, 1), norm, detector)
+    assert (tmp_path / "afile").read_text() == "not a directory"
+
+
+def test_a_missing_sqlite_source_file_is_reported_and_not_created(tmp_path):
+    spec = load_config_text(tmp_path, "").monitors[0].model_copy(update={"source": f"sqlite:///{tmp_path}/typo.db"})
+    with pytest.raises(SourceUnavailableError, match=r"source database file .*typo\.db does not exist"):
+        reflect_source(spec)
+    assert not (tmp_path / "typo.db").exists()
+
+
+def load_config_text(directory: Path, top: str):
+    """A one-monitor config (source: the demo's table names) with ``top`` prepended, loaded from ``directory``."""
+    path = directory / "monitors.yaml"
+    path.write_text(
+        top + "monitors:\n  - {name: payments, source: 'sqlite:///src.db', table: payments, "
+        "partition_column: created_at, key: id}\n"
+    )
+    return load_config(path)
 
 
 @flow_test
