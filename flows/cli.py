@@ -57,6 +57,8 @@ def _day(value: str | None, what: str, default: date | None = None) -> date:
 
 
 def _print_runs(rows: list[dict]) -> None:
+    if not rows:  # nothing was recorded (the results database could not be opened): the failure says why
+        return
     table = Table(title="tablewatch runs", show_lines=False)
     for col in ("monitor", "partition", "status", "rows", "anomalies", "model"):
         table.add_column(col, no_wrap=True)
@@ -75,6 +77,17 @@ def _print_runs(rows: list[dict]) -> None:
             detail if len(detail) < 160 else detail[:157] + "...",
         )
     out.print(table)
+
+
+def _stored_runs(ok: bool, read) -> list:
+    """The tw_runs rows to show after a flow; none when a failed flow left the results database
+    unreadable (its failure, printed already, says why: no second error about the same thing)."""
+    try:
+        return read()
+    except Exception:
+        if ok:
+            raise
+        return []
 
 
 def _run_flow(call) -> bool:
@@ -155,7 +168,7 @@ def run(
     from tasks.store import runs_for
 
     ok = _run_flow(lambda **kw: daily_monitoring(str(config), day, names, **kw))
-    _print_runs(runs_for(cfg, names, day, day))
+    _print_runs(_stored_runs(ok, lambda: runs_for(cfg, names, day, day)))
     if not ok:
         raise typer.Exit(1)
 
@@ -182,7 +195,7 @@ def backfill(
     from tasks.store import runs_for
 
     ok = _run_flow(lambda **kw: backfill_flow(str(config), monitor, first, last, **kw))
-    _print_runs(runs_for(cfg, [monitor], first, last))
+    _print_runs(_stored_runs(ok, lambda: runs_for(cfg, [monitor], first, last)))
     if not ok:
         raise typer.Exit(1)
 

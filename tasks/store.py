@@ -28,6 +28,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -35,11 +36,12 @@ import pyarrow as pa
 import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy.engine import make_url
 
 from tasks import migrate
 from tasks.bulk import constant_columns, insert_arrow
-from tasks.db import get_engine
-from tasks.errors import TRANSIENT_RETRIES
+from tasks.db import get_engine, redact
+from tasks.errors import TRANSIENT_RETRIES, ConfigError
 from tasks.schema import (
     PARTITION_TABLES,
     tw_anomalies,
@@ -100,10 +102,30 @@ def prepare_results_db(url: str, auto_upgrade: bool = True) -> None:
     once); without it a database that is behind is a SchemaOutOfDateError naming
     ``tablewatch db upgrade``.
     """
+    _sqlite_directory(url)
     if auto_upgrade:
         migrate.upgrade(url)
     else:
         migrate.require_current(url)
+
+
+def _sqlite_directory(url: str) -> None:
+    """Create the directory of a SQLite results file, as the models directory is created:
+    SQLite creates the file but not its directory ("unable to open database file")."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    if parsed.database.startswith("file:"):
+        return
+    directory = Path(parsed.database).parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+        raise ConfigError(
+            f"cannot create {directory}, the directory of the results database {redact(url)} "
+            f"('results' in monitors.yaml): {why or exc}"
+        ) from None
 
 
 def _readable(url: str) -> bool:

@@ -47,10 +47,11 @@ from typer.testing import CliRunner
 import detectors
 from flows.cli import app
 from flows.daily import daily_monitoring
-from tasks.errors import ModelError, SourceUnavailableError
+from tasks.errors import ConfigError, ModelError, SourceUnavailableError
 from tasks.extract import reflect_source
 from tasks.normalise import Normaliser
 from tasks.spec import load_config
+from tasks.store import prepare_results_db
 from tasks.train import current_model_row, load_model, models_directory, save_bundle
 
 flow_test = pytest.mark.usefixtures("prefect_harness")
@@ -549,6 +550,16 @@ def test_a_missing_sqlite_source_file_is_reported_and_not_created(tmp_path):
     with pytest.raises(SourceUnavailableError, match=r"source database file .*typo\.db does not exist"):
         reflect_source(spec)
     assert not (tmp_path / "typo.db").exists()
+
+
+def test_a_sqlite_results_file_gets_its_directory_or_a_config_error_naming_it(tmp_path):
+    prepare_results_db(f"sqlite:///{tmp_path}/new/dir/results.db")
+    assert (tmp_path / "new" / "dir" / "results.db").is_file()
+    (tmp_path / "afile").write_text("in the way")
+    in_the_way = r"cannot create .*afile, the directory of the results .*a file is in the way"
+    with pytest.raises(ConfigError, match=in_the_way):
+        prepare_results_db(f"sqlite:///{tmp_path}/afile/results.db")
+    assert (tmp_path / "afile").read_text() == "in the way"
 
 
 def load_config_text(directory: Path, top: str):
