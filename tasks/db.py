@@ -173,6 +173,16 @@ def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def sqlite_file_absent(url: str) -> bool:
+    """True for a SQLite file URL whose file does not exist: connecting would create it, so
+    read-only callers (reports, ``db current``) answer "nothing there" without connecting."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or database.startswith("file:"):
+        return False
+    return not os.path.exists(database)
+
+
 @lru_cache(maxsize=32)
 def get_engine(url: str) -> sa.Engine:
     """A pooled engine; SQLite gets a busy timeout so concurrent runs wait instead of failing."""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from tasks.db import get_engine, redact
+from tasks.db import get_engine, redact, sqlite_file_absent
 from tasks.errors import TablewatchError
 
 if TYPE_CHECKING:
@@ -118,12 +118,16 @@ def _revision(conn: sa.Connection) -> str | None:
 
 def current_revision(url: str) -> str | None:
     """The database's revision; None when it has no ``tw_alembic_version`` (new, or pre-migrations)."""
+    if sqlite_file_absent(url):
+        return None
     with get_engine(url).connect() as conn:
         return _revision(conn)
 
 
 def has_tw_tables(url: str) -> bool:
     """Whether any tablewatch table exists in the database (new databases have none)."""
+    if sqlite_file_absent(url):
+        return False
     with get_engine(url).connect() as conn:
         return any(name.startswith("tw_") for name in sa.inspect(conn).get_table_names())
 

@@ -308,6 +308,18 @@ def test_require_current_says_where_the_database_is_and_how_to_fix_it(url):
     assert migrate.require_current(url) == HEAD
 
 
+def test_reading_a_sqlite_results_file_that_does_not_exist_does_not_create_it(tmp_path):
+    from tasks.store import _readable
+
+    url = f"sqlite:///{tmp_path / 'never-written.db'}"
+    assert migrate.current_revision(url) is None and not migrate.has_tw_tables(url) and not _readable(url)
+    with pytest.raises(SchemaOutOfDateError, match="has no tablewatch tables yet"):
+        migrate.require_current(url)
+    assert list(tmp_path.iterdir()) == []
+    migrate.upgrade(url)  # writing creates it
+    assert migrate.current_revision(url) == HEAD
+
+
 def test_a_database_newer_than_this_code_is_refused_with_its_own_message(url):
     migrate.upgrade(url)
     with get_engine(url).begin() as conn:
