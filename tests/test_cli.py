@@ -89,6 +89,19 @@ def test_init_writes_a_config_that_loads_and_refuses_to_overwrite(tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
+def test_init_creates_missing_directories_and_a_file_in_the_way_is_one_line(tmp_path):
+    assert tablewatch("init", "conf/tw/monitors.yaml", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "conf" / "tw" / "monitors.yaml").is_file()
+    (tmp_path / "afile").write_text("")
+    for args, message in (
+        (["init", "afile/monitors.yaml"], "cannot write afile/monitors.yaml: a file is in the way"),
+        (["demo", "--workdir", "afile/demo"], "cannot use afile/demo as the demo directory: a file is in the way"),
+    ):
+        result = tablewatch(*args, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert "unexpected error" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_report_without_reports_says_what_exists(tmp_path):
     make_demo(tmp_path)
     result = tablewatch("report", "--config", "monitors.yaml", "--date", "2026-10-05", cwd=tmp_path)
