@@ -23,11 +23,29 @@ class SourceUnavailableError(TablewatchError):
         self.transient = transient
 
 
+PERMANENT_CONNECTION_ERRORS = (
+    "does not exist",  # database "shop" does not exist, role "reader" does not exist
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "access denied for user",
+    "unable to open database file",
+)
+"""Driver messages of connection errors no retry can cure: they fail at once instead of after the backoff."""
+
+
+def is_permanent_connection_error(exc: BaseException) -> bool:
+    """A database error whose message says a retry would meet it again (a wrong name or credentials)."""
+    text = str(exc).lower()
+    return any(marker in text for marker in PERMANENT_CONNECTION_ERRORS)
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures a retry may cure: marked transient, or the database hiccuped (locked, connection lost)."""
     from sqlalchemy.exc import OperationalError
 
-    return bool(getattr(exc, "transient", False)) or isinstance(exc, OperationalError)
+    if getattr(exc, "transient", False):
+        return True
+    return isinstance(exc, OperationalError) and not is_permanent_connection_error(exc)
 
 
 class DataQualityError(TablewatchError):

@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 
 from tasks.db import get_engine, redact, scrub
-from tasks.errors import TRANSIENT_RETRIES, SourceUnavailableError
+from tasks.errors import TRANSIENT_RETRIES, SourceUnavailableError, is_permanent_connection_error
 from tasks.readers import BATCH_ROWS, AdbcTypeError, read_batches
 from tasks.spec import MonitorSpec
 
@@ -95,7 +95,7 @@ def reflect_source(spec: MonitorSpec) -> SourceSchema:
     except OperationalError as exc:
         raise SourceUnavailableError(
             f"monitor {spec.name!r}: cannot reach source {redact(spec.source)}: {_error_text(exc, spec)}",
-            transient=True,
+            transient=not is_permanent_connection_error(exc),
         ) from None
     numeric = frozenset(c.name for c in table.columns if isinstance(c.type, _NUMERIC_TYPES))
     return SourceSchema(table=table, numeric=numeric)

@@ -47,7 +47,7 @@ from typer.testing import CliRunner
 import detectors
 from flows.cli import app
 from flows.daily import daily_monitoring
-from tasks.errors import ConfigError, ModelError, SourceUnavailableError
+from tasks.errors import ConfigError, ModelError, SourceUnavailableError, is_transient
 from tasks.extract import reflect_source
 from tasks.normalise import Normaliser
 from tasks.spec import load_config
@@ -156,6 +156,37 @@ def test_an_unreachable_source_is_retried_then_the_run_fails_naming_it(demo, mon
     assert inspect.run_count == 3 and inspect.state.is_failed()  # two retries, then it gave up
     assert elapsed > 7.5  # the backoff (about 2 s, then 10 s; jittered down to 63% at least) was waited out
     assert not [t for t in task_runs if t.name.startswith(("train-or-load", "write"))]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (("/test", "/no_such_database"), 'database "no_such_database" does not exist'),
+        (("postgres@", "no_such_role@"), 'role "no_such_role" does not exist'),
+    ],
+)
+def test_a_source_that_answers_no_fails_at_once_without_retrying(tmp_path, change, says):
+    """A wrong database or user name is not a server hiccup: no backoff, the server's words in the error."""
+    from pgutil import PG_URL, _sqlalchemy_url, require_pg
+
+    require_pg()
+    url = _sqlalchemy_url(PG_URL).replace(*change)
+    spec = load_config_text(tmp_path, "").monitors[0].model_copy(update={"source": url})
+    with pytest.raises(SourceUnavailableError, match=says) as raised:
+        reflect_source(spec)
+    assert raised.value.transient is False and not is_transient(raised.value)
+
+
+def test_connection_errors_are_transient_unless_the_server_said_no():
+    def operational(text: str) -> OperationalError:
+        return OperationalError("SELECT 1", {}, Exception(text))
+
+    assert is_transient(operational("server closed the connection unexpectedly"))
+    assert is_transient(operational("database is locked"))
+    assert is_transient(operational("connection refused"))
+    assert not is_transient(operational('FATAL:  password authentication failed for user "reader"'))
+    assert not is_transient(operational('FATAL:  database "shop" does not exist'))
 
 
 # -- 2. results database failing mid-write ----------------------------------------------------------
