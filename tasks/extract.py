@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 
 from tasks.db import get_engine, redact, scrub
-from tasks.errors import TRANSIENT_RETRIES, SourceUnavailableError, is_permanent_connection_error
+from tasks.errors import TRANSIENT_RETRIES, ConfigError, SourceUnavailableError, is_permanent_connection_error
 from tasks.readers import BATCH_ROWS, AdbcTypeError, read_batches
 from tasks.spec import MonitorSpec
 
@@ -97,8 +97,22 @@ def reflect_source(spec: MonitorSpec) -> SourceSchema:
             f"monitor {spec.name!r}: cannot reach source {redact(spec.source)}: {_error_text(exc, spec)}",
             transient=not is_permanent_connection_error(exc),
         ) from None
+    _require_time_partition_column(spec, table)
     numeric = frozenset(c.name for c in table.columns if isinstance(c.type, _NUMERIC_TYPES))
     return SourceSchema(table=table, numeric=numeric)
+
+
+def _require_time_partition_column(spec: MonitorSpec, table: sa.Table) -> None:
+    """Partitions are calendar days of a DATE, TIMESTAMP or ISO-text column. A number or a
+    boolean holds no day: every partition would read as empty and be quarantined as such,
+    which would hide the config mistake behind a data alarm."""
+    column = table.c.get(spec.partition_column)
+    if column is not None and isinstance(column.type, (*_NUMERIC_TYPES, sa.Boolean)):
+        raise ConfigError(
+            f"monitor {spec.name!r}: partition_column {spec.partition_column!r} of {spec.table!r} is "
+            f"{column.type.__class__.__name__.upper()}; partitions are days of a DATE, TIMESTAMP or "
+            "ISO-date text column (an epoch or yyyymmdd number: expose it as a date in a view)"
+        )
 
 
 def feature_columns(spec: MonitorSpec, source: SourceSchema) -> list[str]:

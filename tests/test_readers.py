@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from tasks.bulk import constant_columns, insert_arrow
 from tasks.db import get_engine, sqlite_gate
+from tasks.errors import ConfigError
 from tasks.extract import Partition, consume_partition, read_range, reflect_source, stream_range
 from tasks.normalise import Normaliser
 from tasks.readers import AdbcTypeError, adbc_target
@@ -73,6 +74,14 @@ def _make_events(url: str, rows: int = 30) -> None:
                 for i in range(rows)
             ],
         )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_numeric_partition_column_is_a_config_error_not_a_run_of_empty_days(backend_url):
+    _make_events(backend_url)
+    spec = _spec(backend_url, partition_column="value", features=["price", "kind"])
+    with pytest.raises(ConfigError, match=r"partition_column 'value' of 'events' is [A-Z_]+; partitions are days"):
+        reflect_source(spec)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
