@@ -42,13 +42,6 @@ def _quiet_prefect(verbose: bool) -> None:
     import flows  # noqa: F401  (sets the telemetry defaults)
 
 
-def _os_reason(exc: OSError) -> str:
-    """What went wrong with a path, in words ("a file is in the way" rather than "File exists")."""
-    if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        return "a file is in the way"
-    return exc.strerror or str(exc)
-
-
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -119,7 +112,9 @@ def demo(
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        _fail(f"cannot use {workdir} as the demo directory: {_os_reason(exc)}")
+        from tasks.errors import path_problem
+
+        _fail(f"cannot use {workdir} as the demo directory: {path_problem(exc)}")
     from flows.demo import run_demo
 
     out.print(f"Writing the demo source table and monitors.yaml to [bold]{workdir}[/] ...")
@@ -159,7 +154,9 @@ def init(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(files("tasks").joinpath("templates/monitors.example.yaml").read_text())
     except OSError as exc:
-        _fail(f"cannot write {path}: {_os_reason(exc)}")
+        from tasks.errors import path_problem
+
+        _fail(f"cannot write {path}: {path_problem(exc)}")
     out.print(f"Wrote {path}. Edit the source URL, table and columns, then: tablewatch run --config {path}")
 
 

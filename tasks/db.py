@@ -173,14 +173,20 @@ def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def sqlite_file_absent(url: str) -> bool:
-    """True for a SQLite file URL whose file does not exist: connecting would create it, so
-    read-only callers (reports, ``db current``) answer "nothing there" without connecting."""
+def sqlite_file_path(url: str) -> str | None:
+    """The file a SQLite URL names; None for other databases, in-memory SQLite and ``file:`` URIs."""
     parsed = make_url(url)
     database = parsed.database
     if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or database.startswith("file:"):
-        return False
-    return not os.path.exists(database)
+        return None
+    return database
+
+
+def sqlite_file_absent(url: str) -> bool:
+    """True for a SQLite file URL whose file does not exist: connecting would create it, so
+    read-only callers (reports, ``db current``, the source check) answer without connecting."""
+    path = sqlite_file_path(url)
+    return path is not None and not os.path.exists(path)
 
 
 @lru_cache(maxsize=32)

@@ -7,6 +7,13 @@ class TablewatchError(Exception):
     """Base of every error tablewatch raises on purpose; the CLI prints these as one line."""
 
 
+def path_problem(exc: OSError) -> str:
+    """What went wrong with a path, in words ("a file is in the way" rather than "File exists")."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return "a file is in the way"
+    return exc.strerror or str(exc)
+
+
 class ConfigError(TablewatchError):
     """monitors.yaml is missing, malformed or names something that does not exist."""
 

@@ -9,7 +9,6 @@ are compared as ISO strings, which orders correctly for both dates and timestamp
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -26,10 +25,9 @@ from adbc_driver_manager import Error as AdbcError
 from adbc_driver_manager import OperationalError as AdbcOperationalError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 
-from tasks.db import get_engine, redact, scrub
+from tasks.db import get_engine, redact, scrub, sqlite_file_absent, sqlite_file_path
 from tasks.errors import TRANSIENT_RETRIES, ConfigError, SourceUnavailableError, is_permanent_connection_error
 from tasks.readers import BATCH_ROWS, AdbcTypeError, read_batches
 from tasks.spec import MonitorSpec
@@ -73,12 +71,10 @@ def split_table_name(name: str, engine: sa.Engine) -> tuple[str | None, str]:
 def _require_sqlite_file(spec: MonitorSpec) -> None:
     """A SQLite source file must exist: connecting would create an empty one (a misspelt path
     would leave a stray file behind and report only that the table is missing)."""
-    url = make_url(spec.source)
-    path = url.database
-    if url.get_backend_name() != "sqlite" or path in (None, "", ":memory:") or path.startswith("file:"):
-        return
-    if not os.path.exists(path):
-        raise SourceUnavailableError(f"monitor {spec.name!r}: source database file {path} does not exist")
+    if sqlite_file_absent(spec.source):
+        raise SourceUnavailableError(
+            f"monitor {spec.name!r}: source database file {sqlite_file_path(spec.source)} does not exist"
+        )
 
 
 def reflect_source(spec: MonitorSpec) -> SourceSchema:

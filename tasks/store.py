@@ -36,12 +36,11 @@ import pyarrow as pa
 import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy.engine import make_url
 
 from tasks import migrate
 from tasks.bulk import constant_columns, insert_arrow
-from tasks.db import get_engine, redact
-from tasks.errors import TRANSIENT_RETRIES, ConfigError
+from tasks.db import get_engine, redact, sqlite_file_path
+from tasks.errors import TRANSIENT_RETRIES, ConfigError, path_problem
 from tasks.schema import (
     PARTITION_TABLES,
     tw_anomalies,
@@ -112,19 +111,16 @@ def prepare_results_db(url: str, auto_upgrade: bool = True) -> None:
 def _sqlite_directory(url: str) -> None:
     """Create the directory of a SQLite results file, as the models directory is created:
     SQLite creates the file but not its directory ("unable to open database file")."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    path = sqlite_file_path(url)
+    if path is None:
         return
-    if parsed.database.startswith("file:"):
-        return
-    directory = Path(parsed.database).parent
+    directory = Path(path).parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        why = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
         raise ConfigError(
             f"cannot create {directory}, the directory of the results database {redact(url)} "
-            f"('results' in monitors.yaml): {why or exc}"
+            f"('results' in monitors.yaml): {path_problem(exc)}"
         ) from None
 
 
