@@ -26,6 +26,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 GATE_TIMEOUT_S = 600.0
+SQLITE_BUSY_TIMEOUT_S = 30
+"""How long either SQLite library waits for a lock another connection holds, instead of failing
+with "database is locked" (a writer, or a WAL file being rebuilt by the first reader to open it)."""
 
 
 class _LibraryGate:
@@ -196,7 +199,7 @@ def get_engine(url: str) -> sa.Engine:
     kwargs: dict = {"pool_pre_ping": True}
     sqlite_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
     if parsed.get_backend_name() == "sqlite":
-        kwargs["connect_args"] = {"timeout": 30}
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     if sqlite_file:
         kwargs["poolclass"] = NullPool
         # The gate is held from before the file is opened until after it is closed: pool

@@ -23,7 +23,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tasks.db import get_engine, sqlite_gate
+from tasks.db import SQLITE_BUSY_TIMEOUT_S, get_engine, sqlite_gate
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,9 @@ def _adbc_tables(target: tuple[str, str], sql: str) -> Iterator[pa.Table]:
     gate = sqlite_gate(uri, "adbc") if driver == "sqlite" else nullcontext()
     with gate, dbapi.connect(uri) as conn, conn.cursor() as cur:
         try:
+            if driver == "sqlite":  # ADBC's SQLite waits for no lock by default: give it sqlite3's patience
+                cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+                cur.fetchall()
             cur.execute(sql)
             reader = cur.fetch_record_batch()
             yield _plain_table(pa.Table.from_batches([], schema=reader.schema))  # the columns, even with no rows
